@@ -1,0 +1,133 @@
+#pragma once
+// Options of an ODE block: which Runge-Kutta method, how many steps over which interval, and how
+// the solve is differentiated.
+
+#include <torch/arg.h>
+#include <c10/util/Exception.h>
+
+#include <cmath>
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+namespace anode {
+
+/// Fixed-step explicit Runge-Kutta methods. Each is a Butcher tableau (see tableau.hpp), so adding
+/// a method adds a table, not a loop.
+enum class Method {
+  Euler,  ///< forward Euler, order 1 (a ResNet block is one Euler step)
+  RK2,    ///< explicit midpoint, order 2 (as in the ANODE paper's code)
+  RK4,    ///< classical Runge-Kutta, order 4
+};
+
+/// How the solve is differentiated.
+enum class Gradient {
+  /// Plain autograd through every stage of every step: exact, memory O(L * N_t).
+  Backprop,
+  /// ANODE (Gholami et al. 2019): keep only the block input, re-run the block with grad in
+  /// backward. The exact gradient of the discrete solve; memory O(L) + O(N_t).
+  Anode,
+  /// Reverse-time continuous adjoint (Chen et al. 2018): optimize-then-discretize. Flat memory,
+  /// but not the gradient of the discrete solve and unstable for non-smooth right-hand sides.
+  /// Kept as the baseline the paper argues against.
+  Adjoint,
+};
+
+inline const char* to_string(Method m) {
+  switch (m) {
+    case Method::Euler: return "Euler";
+    case Method::RK2: return "RK2";
+    case Method::RK4: return "RK4";
+  }
+  return "?";
+}
+
+inline const char* to_string(Gradient g) {
+  switch (g) {
+    case Gradient::Backprop: return "Backprop";
+    case Gradient::Anode: return "Anode";
+    case Gradient::Adjoint: return "Adjoint";
+  }
+  return "?";
+}
+
+inline std::ostream& operator<<(std::ostream& os, Method m) { return os << to_string(m); }
+inline std::ostream& operator<<(std::ostream& os, Gradient g) { return os << to_string(g); }
+
+/// Parses "euler" | "rk2" | "rk4" (case-insensitive); throws naming the value otherwise.
+inline Method method_from_string(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (s == "euler") return Method::Euler;
+  if (s == "rk2" || s == "midpoint") return Method::RK2;
+  if (s == "rk4") return Method::RK4;
+  TORCH_CHECK(false, "anode: unknown method '", s, "'; expected euler, rk2 or rk4");
+}
+
+/// Parses "backprop" | "anode" | "adjoint" (case-insensitive); throws naming the value otherwise.
+inline Gradient gradient_from_string(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (s == "backprop") return Gradient::Backprop;
+  if (s == "anode") return Gradient::Anode;
+  if (s == "adjoint") return Gradient::Adjoint;
+  TORCH_CHECK(false, "anode: unknown gradient '", s, "'; expected backprop, anode or adjoint");
+}
+
+/// Options for `ODEBlock` and `odeint`.
+///
+/// Example:
+/// ```
+/// auto opts = anode::ODEBlockOptions().method(anode::Method::RK2).steps(4);
+/// anode::ODEBlock<MyRHSImpl> block(MyRHS(64), opts);
+/// ```
+struct ODEBlockOptions {
+  /// The Runge-Kutta method of every step.
+  TORCH_ARG(Method, method) = Method::Euler;
+  /// Number of fixed steps N_t over [t0, t1]; must be >= 1.
+  TORCH_ARG(int64_t, steps) = 1;
+  /// Start of the integration interval.
+  TORCH_ARG(double, t0) = 0.0;
+  /// End of the integration interval; must differ from t0 (t1 < t0 integrates backwards).
+  TORCH_ARG(double, t1) = 1.0;
+  /// How the solve is differentiated; `Anode` (exact, checkpointed) by default.
+  TORCH_ARG(Gradient, gradient) = Gradient::Anode;
+  /// `Gradient::Anode` only: the number of intermediate states kept inside a block (besides its
+  /// input). 0, or >= steps, keeps the whole block trajectory during its backward (the paper's
+  /// scheme); 1 <= k < steps uses the binomial (Revolve) schedule, recomputing steps to fit k.
+  TORCH_ARG(int64_t, checkpoints) = 0;
+  /// `Gradient::Anode` only: when > 0, a byte budget for one block's backward, from which the
+  /// number of checkpoints is chosen given the state's size (overrides `checkpoints`).
+  TORCH_ARG(int64_t, memory_budget) = 0;
+  /// Raise an error naming the step when a NaN or Inf appears in the state (costs a device sync
+  /// per step, so it is off by default).
+  TORCH_ARG(bool, check_finite) = false;
+
+ public:
+  /// Throws a `c10::Error` naming the offending option and its value.
+  void validate() const {
+    TORCH_CHECK(steps_ >= 1, "anode: ODEBlockOptions::steps must be >= 1, got ", steps_);
+    TORCH_CHECK(std::isfinite(t0_), "anode: ODEBlockOptions::t0 must be finite, got ", t0_);
+    TORCH_CHECK(std::isfinite(t1_), "anode: ODEBlockOptions::t1 must be finite, got ", t1_);
+    TORCH_CHECK(t1_ != t0_, "anode: ODEBlockOptions::t1 must differ from t0, both are ", t0_);
+    TORCH_CHECK(method_ == Method::Euler || method_ == Method::RK2 || method_ == Method::RK4,
+                "anode: ODEBlockOptions::method has an invalid value ", static_cast<int>(method_));
+    TORCH_CHECK(gradient_ == Gradient::Backprop || gradient_ == Gradient::Anode ||
+                    gradient_ == Gradient::Adjoint,
+                "anode: ODEBlockOptions::gradient has an invalid value ",
+                static_cast<int>(gradient_));
+    TORCH_CHECK(checkpoints_ >= 0, "anode: ODEBlockOptions::checkpoints must be >= 0, got ",
+                checkpoints_);
+    TORCH_CHECK(memory_budget_ >= 0, "anode: ODEBlockOptions::memory_budget must be >= 0 bytes, got ",
+                memory_budget_);
+  }
+};
+
+inline std::ostream& operator<<(std::ostream& os, const ODEBlockOptions& o) {
+  os << "method=" << o.method() << ", steps=" << o.steps() << ", t0=" << o.t0()
+     << ", t1=" << o.t1() << ", gradient=" << o.gradient();
+  if (o.checkpoints() > 0) os << ", checkpoints=" << o.checkpoints();
+  if (o.memory_budget() > 0) os << ", memory_budget=" << o.memory_budget();
+  if (o.check_finite()) os << ", check_finite=true";
+  return os;
+}
+
+}  // namespace anode

@@ -1,0 +1,6 @@
+#pragma once
+
+#define ANODE_VERSION_MAJOR 0
+#define ANODE_VERSION_MINOR 1
+#define ANODE_VERSION_PATCH 0
+#define ANODE_VERSION "0.1.0"

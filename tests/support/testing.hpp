@@ -1,0 +1,138 @@
+#pragma once
+// Shared test helpers: seeding fixture, error-message assertion, relative errors, and the
+// right-hand-side modules the tests use.
+
+#include <anode/anode.hpp>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+namespace anode_test {
+
+/// Seeds every generator before each test, so a failure reproduces.
+class Seeded : public ::testing::Test {
+ protected:
+  void SetUp() override { torch::manual_seed(0); }
+};
+
+/// ||a - b|| / max(||b||, tiny), in double.
+inline double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
+  TORCH_CHECK(a.defined() && b.defined(), "rel_err: undefined tensor");
+  auto da = a.to(torch::kDouble), db = b.to(torch::kDouble);
+  const double den = std::max(db.norm().item<double>(), 1e-300);
+  return (da - db).norm().item<double>() / den;
+}
+
+/// The largest relative error over a list of gradients (both lists in the same order).
+inline double max_rel_err(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double m = 0.0;
+  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    if (!a[i].defined() || !b[i].defined()) {
+      ADD_FAILURE() << "gradient " << i << " is undefined in one of the two runs";
+      continue;
+    }
+    m = std::max(m, rel_err(a[i], b[i]));
+  }
+  return m;
+}
+
+#define ANODE_ASSERT_THROWS_WITH(statement, substring)                                   \
+  {                                                                                      \
+    std::string anode_message_;                                                          \
+    try {                                                                                \
+      (void)statement;                                                                   \
+      FAIL() << "Expected statement `" #statement "` to throw an exception, but it did not"; \
+    } catch (const c10::Error& e) {                                                      \
+      anode_message_ = e.what_without_backtrace();                                       \
+    } catch (const std::exception& e) {                                                  \
+      anode_message_ = e.what();                                                         \
+    }                                                                                    \
+    if (anode_message_.find(substring) == std::string::npos) {                          \
+      FAIL() << "Error message \"" << anode_message_ << "\" did not contain \"" << substring \
+             << "\"";                                                                     \
+    }                                                                                    \
+  }
+
+/// Counts every evaluation of the right-hand side modules below.
+inline std::atomic<int64_t>& rhs_evaluations() {
+  static std::atomic<int64_t> n{0};
+  return n;
+}
+
+/// f(z) = W2 tanh(W1 z + b1) + b2: smooth.
+struct MLPImpl : torch::nn::Module {
+  MLPImpl(int64_t dim, int64_t hidden, std::string activation = "tanh")
+      : fc1(register_module("fc1", torch::nn::Linear(dim, hidden))),
+        fc2(register_module("fc2", torch::nn::Linear(hidden, dim))),
+        act(std::move(activation)) {}
+  torch::Tensor forward(torch::Tensor x) {
+    ++rhs_evaluations();
+    auto h = fc1(x);
+    if (act == "tanh") h = torch::tanh(h);
+    else if (act == "relu") h = torch::relu(h);
+    else if (act == "leaky_relu") h = torch::leaky_relu(h, 0.1);
+    return fc2(h);
+  }
+  torch::nn::Linear fc1, fc2;
+  std::string act;
+};
+TORCH_MODULE(MLP);
+
+/// f(t, z) = tanh(W z) * cos(t) + t * b: time-dependent.
+struct TimeMLPImpl : torch::nn::Module {
+  explicit TimeMLPImpl(int64_t dim)
+      : fc(register_module("fc", torch::nn::Linear(dim, dim))),
+        b(register_parameter("b", torch::randn({dim}))) {}
+  torch::Tensor forward(double t, torch::Tensor x) {
+    ++rhs_evaluations();
+    return torch::tanh(fc(x)) * std::cos(t) + t * b;
+  }
+  torch::nn::Linear fc;
+  torch::Tensor b;
+};
+TORCH_MODULE(TimeMLP);
+
+/// conv-BN-ReLU(-dropout)-conv: the ResNet-style right-hand side, with BatchNorm and RNG.
+struct ConvRHSImpl : torch::nn::Module {
+  ConvRHSImpl(int64_t channels, double dropout = 0.0, bool batchnorm = true)
+      : conv1(register_module(
+            "conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).padding(1)))),
+        conv2(register_module(
+            "conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).padding(1)))),
+        p(dropout),
+        use_bn(batchnorm) {
+    if (use_bn) bn = register_module("bn", torch::nn::BatchNorm2d(channels));
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    ++rhs_evaluations();
+    auto h = conv1(x);
+    if (use_bn) h = bn(h);
+    h = torch::relu(h);
+    if (p > 0) h = torch::dropout(h, p, is_training());
+    return conv2(h);
+  }
+  torch::nn::Conv2d conv1, conv2;
+  torch::nn::BatchNorm2d bn{nullptr};
+  double p;
+  bool use_bn;
+};
+TORCH_MODULE(ConvRHS);
+
+/// Gradients of `loss` with respect to `inputs`, via autograd::grad (undefined when unused).
+inline std::vector<torch::Tensor> grads_of(const torch::Tensor& loss,
+                                           const std::vector<torch::Tensor>& inputs) {
+  return torch::autograd::grad({loss}, inputs, {}, false, false, true);
+}
+
+inline const std::vector<anode::Method>& all_methods() {
+  static const std::vector<anode::Method> m{anode::Method::Euler, anode::Method::RK2,
+                                            anode::Method::RK4};
+  return m;
+}
+
+}  // namespace anode_test
