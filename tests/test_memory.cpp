@@ -1,0 +1,111 @@
+// Peak memory, measured by anode's counting CPU allocator (issue 2 item 6, issue 3 item 3):
+// Backprop grows with L * N_t; Anode grows with N_t by one block's trajectory and with L only by
+// the stored block inputs; binomial checkpointing is flat in N_t; inference stores nothing.
+
+#include "support/testing.hpp"
+
+using namespace anode_test;
+using anode::Gradient;
+
+namespace {
+
+constexpr int64_t kBatch = 2, kChannels = 4, kSize = 16;
+constexpr int64_t kStateBytes = kBatch * kChannels * kSize * kSize * 4;  // float32
+
+struct ChainImpl : torch::nn::Module {
+  ChainImpl(int64_t blocks, anode::ODEBlockOptions opts) {
+    for (int64_t i = 0; i < blocks; ++i) {
+      odes.push_back(register_module("ode" + std::to_string(i),
+                                     anode::ODEBlock<ConvRHSImpl>(ConvRHS(kChannels, 0.0, false), opts)));
+    }
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    for (auto& b : odes) x = b->forward(x);
+    return x;
+  }
+  std::vector<anode::ODEBlock<ConvRHSImpl>> odes;
+};
+TORCH_MODULE(Chain);
+
+// Peak bytes above the baseline of one training step (forward + backward) of L blocks.
+int64_t step_peak(int64_t blocks, int64_t steps, Gradient g, int64_t k = 0, bool grad = true) {
+  torch::manual_seed(0);
+  Chain net(blocks, anode::ODEBlockOptions().method(anode::Method::Euler).steps(steps).gradient(g)
+                        .checkpoints(g == Gradient::Anode ? k : 0));
+  auto x = torch::randn({kBatch, kChannels, kSize, kSize});
+  anode::memory::PeakScope scope;
+  if (grad) {
+    auto loss = net->forward(x).sum();
+    loss.backward();
+  } else {
+    torch::NoGradGuard no_grad;
+    auto y = net->forward(x);
+  }
+  return scope.peak_bytes();
+}
+
+class Memory : public Seeded {
+ protected:
+  void SetUp() override {
+    Seeded::SetUp();
+    anode::memory::install_cpu_meter();
+    torch::set_num_threads(1);  // oneDNN scratch buffers depend on the thread count
+  }
+};
+
+}  // namespace
+
+TEST_F(Memory, MeterCountsTensorStorage) {
+  const int64_t before = anode::memory::cpu_current_bytes();
+  anode::memory::PeakScope scope;
+  {
+    auto t = torch::empty({1000}, torch::kDouble);
+    EXPECT_EQ(anode::memory::cpu_current_bytes() - before, 8000);
+  }
+  EXPECT_EQ(anode::memory::cpu_current_bytes(), before);
+  EXPECT_EQ(scope.peak_bytes(), 8000);
+}
+
+TEST_F(Memory, BackpropGrowsWithBlocksTimesSteps) {
+  const int64_t p1_4 = step_peak(1, 4, Gradient::Backprop);
+  const int64_t p1_16 = step_peak(1, 16, Gradient::Backprop);
+  const int64_t p4_16 = step_peak(4, 16, Gradient::Backprop);
+  // Each step stores the stage's activations: many states per step.
+  EXPECT_GE(p1_16 - p1_4, 12 * 2 * kStateBytes);  // >= 2 states per step (ReLU out, new z)
+  EXPECT_GT(static_cast<double>(p4_16) / p1_16, 3.0);  // ~L
+}
+
+TEST_F(Memory, AnodeGrowsWithStepsByOneBlockAndWithBlocksByInputs) {
+  for (int64_t steps : {4, 16}) {
+    const int64_t backprop_one_block = step_peak(1, steps, Gradient::Backprop);
+    for (int64_t blocks : {1, 2, 4}) {
+      const int64_t anode_peak = step_peak(blocks, steps, Gradient::Anode);
+      const int64_t backprop_peak = step_peak(blocks, steps, Gradient::Backprop);
+      SCOPED_TRACE("L " + std::to_string(blocks) + " N_t " + std::to_string(steps));
+      // O(L) + O(N_t): the stored block inputs plus one block's trajectory (measured as Backprop's
+      // peak for a single block), within 1.2x.
+      EXPECT_LE(anode_peak, 1.2 * (blocks * kStateBytes + backprop_one_block));
+      if (blocks == 4 && steps == 16) EXPECT_LT(anode_peak, 0.4 * backprop_peak);
+      std::cout << "L " << blocks << " N_t " << steps << ": anode " << anode_peak << " B, backprop "
+                << backprop_peak << " B, state " << kStateBytes << " B\n";
+    }
+  }
+  // Adding blocks costs Anode about one state each, not a trajectory.
+  const int64_t a1 = step_peak(1, 16, Gradient::Anode);
+  const int64_t a4 = step_peak(4, 16, Gradient::Anode);
+  EXPECT_LE(a4 - a1, 3 * 3 * kStateBytes);
+}
+
+TEST_F(Memory, InferenceStoresNothingPerStep) {
+  const int64_t p2 = step_peak(4, 2, Gradient::Anode, 0, /*grad=*/false);
+  const int64_t p32 = step_peak(4, 32, Gradient::Anode, 0, /*grad=*/false);
+  EXPECT_LE(p32, p2 + kStateBytes);
+}
+
+TEST_F(Memory, BinomialCheckpointingIsFlatInSteps) {
+  const int64_t p8 = step_peak(2, 8, Gradient::Anode, 4);
+  const int64_t p64 = step_peak(2, 64, Gradient::Anode, 4);
+  const int64_t whole64 = step_peak(2, 64, Gradient::Anode, 0);
+  EXPECT_LE(p64, 1.2 * p8);
+  EXPECT_LT(p64, 0.5 * whole64);
+}
