@@ -17,10 +17,7 @@ namespace anode {
 /// callable f. `params` are the tensors f closes over that need gradients: `Gradient::Anode` and
 /// `Gradient::Adjoint` differentiate with respect to those (and x) only, so list every tensor f
 /// reads that requires grad. `Gradient::Backprop` needs no list.
-template <typename F,
-          typename = std::enable_if_t<!detail::is_module_holder<F>::value &&
-                                      (detail::is_time_callable_v<std::decay_t<F>> ||
-                                       detail::is_state_callable_v<std::decay_t<F>>)>>
+template <typename F, typename = std::enable_if_t<detail::is_rhs_callable<F>::value>>
 torch::Tensor odeint(F&& f, const torch::Tensor& x, const ODEBlockOptions& options = {},
                      at::TensorList params = {}) {
   System s;

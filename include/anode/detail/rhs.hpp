@@ -35,10 +35,21 @@ template <typename F>
 struct is_module_holder : std::is_base_of<torch::detail::ModuleHolderIndicator, std::decay_t<F>> {};
 
 template <typename F>
-constexpr bool is_time_callable_v =
-    std::is_invocable_r_v<torch::Tensor, F&, double, const torch::Tensor&>;
+struct is_time_callable : std::is_invocable_r<torch::Tensor, F&, double, const torch::Tensor&> {};
 template <typename F>
-constexpr bool is_state_callable_v = std::is_invocable_r_v<torch::Tensor, F&, const torch::Tensor&>;
+struct is_state_callable : std::is_invocable_r<torch::Tensor, F&, const torch::Tensor&> {};
+template <typename F>
+constexpr bool is_time_callable_v = is_time_callable<F>::value;
+template <typename F>
+constexpr bool is_state_callable_v = is_state_callable<F>::value;
+
+/// A plain callable right-hand side (not a module holder, whose operator() is not SFINAE-friendly
+/// and must not even be inspected: std::conjunction stops at the first false).
+template <typename F>
+struct is_rhs_callable
+    : std::conjunction<std::negation<is_module_holder<F>>,
+                       std::disjunction<is_time_callable<std::decay_t<F>>,
+                                        is_state_callable<std::decay_t<F>>>> {};
 
 /// Wraps a module: calls `forward(t, x)` if it has one, else `forward(x)`. The shared_ptr keeps
 /// the module alive as long as any graph node that may call it in backward.
