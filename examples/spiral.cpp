@@ -7,7 +7,7 @@
 // dz/dt = W2 tanh(W1 z^3 + b1) + b2; each training batch integrates 16 random windows of 10
 // samples, one anode::odeint call per interval between samples.
 //
-// Usage: anode-spiral [--iters 400] [--method rk4] [--steps 2] [--modes backprop,anode,adjoint]
+// Usage: anode-spiral [--iters 300] [--method rk4] [--steps 2] [--modes backprop,anode,adjoint]
 //                     [--lr 0.01] [--threads 2] [--seed 0]
 
 #include <anode/anode.hpp>
@@ -23,7 +23,7 @@
 namespace {
 
 struct Args {
-  int64_t iters = 400;
+  int64_t iters = 300;
   anode::Method method = anode::Method::RK4;
   int64_t steps = 2;  // solver steps per sample interval
   std::vector<anode::Gradient> modes{anode::Gradient::Backprop, anode::Gradient::Anode,
