@@ -10,8 +10,8 @@
 // Usage: anode-spiral [--iters 300] [--method rk4] [--steps 2] [--modes backprop,anode,adjoint]
 //                     [--lr 0.01] [--threads 2] [--seed 0]
 
-#include <anode/anode.hpp>
 #include <torch/torch.h>
+#include <anode/anode.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -61,11 +61,16 @@ Args parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string opt = argv[i];
     try {
-      if (opt == "--iters") a.iters = integer(i, 1);
-      else if (opt == "--steps") a.steps = integer(i, 1);
-      else if (opt == "--threads") a.threads = static_cast<int>(integer(i, 1));
-      else if (opt == "--seed") a.seed = static_cast<uint64_t>(integer(i, 0));
-      else if (opt == "--method") a.method = anode::method_from_string(value(i));
+      if (opt == "--iters")
+        a.iters = integer(i, 1);
+      else if (opt == "--steps")
+        a.steps = integer(i, 1);
+      else if (opt == "--threads")
+        a.threads = static_cast<int>(integer(i, 1));
+      else if (opt == "--seed")
+        a.seed = static_cast<uint64_t>(integer(i, 0));
+      else if (opt == "--method")
+        a.method = anode::method_from_string(value(i));
       else if (opt == "--lr") {
         const std::string v = value(i);
         a.lr = std::stod(v);
@@ -73,7 +78,8 @@ Args parse(int argc, char** argv) {
       } else if (opt == "--modes") {
         a.modes.clear();
         std::stringstream ss(value(i));
-        for (std::string m; std::getline(ss, m, ',');) a.modes.push_back(anode::gradient_from_string(m));
+        for (std::string m; std::getline(ss, m, ',');)
+          a.modes.push_back(anode::gradient_from_string(m));
         if (a.modes.empty()) usage("option --modes needs at least one mode");
       } else if (opt == "--help" || opt == "-h") {
         usage("help");
@@ -165,7 +171,7 @@ Outcome train(const Args& args, anode::Gradient mode, const Data& data) {
   for (int64_t it = 1; it <= args.iters; ++it) {
     auto starts = torch::randint(0, samples - window, {batch}, gen, torch::kLong);
     auto idx = starts.unsqueeze(0) + torch::arange(1, window + 1).unsqueeze(1);  // [window, B]
-    auto target = data.z.index({idx});                                            // [window, B, 2]
+    auto target = data.z.index({idx});                                           // [window, B, 2]
     const bool measure = it == args.iters;  // peak of the last step (meter reset just before)
     std::unique_ptr<anode::memory::PeakScope> scope;
     if (measure) scope = std::make_unique<anode::memory::PeakScope>();
@@ -175,7 +181,8 @@ Outcome train(const Args& args, anode::Gradient mode, const Data& data) {
     auto loss = (pred - target).abs().mean();
     loss.backward();
     opt.step();
-    total_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    total_ms +=
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (measure) out.peak_bytes = scope->peak_bytes();
     if (it % report == 0 || it == args.iters) {
       const double test = evaluate();
@@ -197,8 +204,9 @@ int main(int argc, char** argv) {
   const Args args = parse(argc, argv);
   torch::set_num_threads(args.threads);
   std::printf("anode %s | LibTorch %d.%d | spiral: %s, %lld steps per interval, %lld iterations\n",
-              ANODE_VERSION, TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, anode::to_string(args.method),
-              static_cast<long long>(args.steps), static_cast<long long>(args.iters));
+              ANODE_VERSION, TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR,
+              anode::to_string(args.method), static_cast<long long>(args.steps),
+              static_cast<long long>(args.iters));
   const Data data = make_spiral();
   std::printf("data: %lld points of the true spiral on t in [0, 25]\n",
               static_cast<long long>(data.t.size(0)));
@@ -206,7 +214,8 @@ int main(int argc, char** argv) {
   std::vector<std::pair<anode::Gradient, Outcome>> results;
   for (auto mode : args.modes) results.emplace_back(mode, train(args, mode, data));
 
-  std::printf("\n%-10s %16s %14s %18s\n", "gradient", "trajectory loss", "step time", "peak step memory");
+  std::printf("\n%-10s %16s %14s %18s\n", "gradient", "trajectory loss", "step time",
+              "peak step memory");
   for (const auto& [mode, r] : results) {
     std::printf("%-10s %16.4f %11.2f ms %15.1f KiB\n", anode::to_string(mode), r.final_loss,
                 r.step_ms, static_cast<double>(r.peak_bytes) / 1024.0);

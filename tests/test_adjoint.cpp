@@ -35,9 +35,9 @@ TEST_F(Seeded, AdjointConvergesOnSmoothRHS) {
       errors.push_back(max_rel_err(adjoint, exact));
     }
     SCOPED_TRACE(anode::to_string(method));
-    std::cout << anode::to_string(method) << " adjoint rel. error at N_t 2/8/32: " << errors[0] << " "
-              << errors[1] << " " << errors[2] << "\n";
-    EXPECT_GT(errors[0], 1e-12);  // not the discrete gradient...
+    std::cout << anode::to_string(method) << " adjoint rel. error at N_t 2/8/32: " << errors[0]
+              << " " << errors[1] << " " << errors[2] << "\n";
+    EXPECT_GT(errors[0], 1e-12);          // not the discrete gradient...
     EXPECT_LT(errors[1], errors[0] / 3);  // ...but it converges to it
     EXPECT_LT(errors[2], errors[1] / 3);
     EXPECT_LT(errors[2], 5e-2);

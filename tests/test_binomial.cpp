@@ -102,9 +102,11 @@ TEST_F(Seeded, MemoryBudgetChoosesCheckpoints) {
 
   // And the chosen k gives the exact gradient.
   torch::manual_seed(5);
-  anode::ODEBlock<ConvRHSImpl> a(ConvRHS(3), anode::ODEBlockOptions().steps(8).memory_budget(5 * state));
+  anode::ODEBlock<ConvRHSImpl> a(ConvRHS(3),
+                                 anode::ODEBlockOptions().steps(8).memory_budget(5 * state));
   torch::manual_seed(5);
-  anode::ODEBlock<ConvRHSImpl> b(ConvRHS(3), anode::ODEBlockOptions().steps(8).gradient(Gradient::Backprop));
+  anode::ODEBlock<ConvRHSImpl> b(ConvRHS(3),
+                                 anode::ODEBlockOptions().steps(8).gradient(Gradient::Backprop));
   a->to(torch::kDouble);
   b->to(torch::kDouble);
   auto ga = grads_of(a->forward(x.clone().requires_grad_()).sum(), a->parameters());

@@ -14,11 +14,14 @@ namespace {
 // be compared parameter by parameter.
 struct NetImpl : torch::nn::Module {
   NetImpl(int64_t blocks, int64_t channels, anode::ODEBlockOptions opts, double dropout) {
-    stem = register_module("stem", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, channels, 3).padding(1)));
+    stem = register_module("stem",
+                           torch::nn::Conv2d(torch::nn::Conv2dOptions(3, channels, 3).padding(1)));
     for (int64_t i = 0; i < blocks; ++i) {
       auto block = anode::ODEBlock<ConvRHSImpl>(ConvRHS(channels, dropout), opts);
       odes.push_back(register_module("ode" + std::to_string(i), block));
-      mids.push_back(register_module("mid" + std::to_string(i), torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 1))));
+      mids.push_back(
+          register_module("mid" + std::to_string(i),
+                          torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 1))));
     }
     head = register_module("head", torch::nn::Linear(channels, 5));
   }
@@ -81,7 +84,8 @@ TEST_P(AnodeMatchesBackprop, ConvBatchNormDropoutThreeBlocks) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllMethods, AnodeMatchesBackprop,
-                         ::testing::Combine(::testing::Values(Method::Euler, Method::RK2, Method::RK4),
+                         ::testing::Combine(::testing::Values(Method::Euler, Method::RK2,
+                                                              Method::RK4),
                                             ::testing::Bool()));
 
 // A time-dependent RHS f(t, z) on a nonstandard interval, each method.

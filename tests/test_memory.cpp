@@ -15,8 +15,9 @@ constexpr int64_t kStateBytes = kBatch * kChannels * kSize * kSize * 4;  // floa
 struct ChainImpl : torch::nn::Module {
   ChainImpl(int64_t blocks, anode::ODEBlockOptions opts) {
     for (int64_t i = 0; i < blocks; ++i) {
-      odes.push_back(register_module("ode" + std::to_string(i),
-                                     anode::ODEBlock<ConvRHSImpl>(ConvRHS(kChannels, 0.0, false), opts)));
+      odes.push_back(
+          register_module("ode" + std::to_string(i),
+                          anode::ODEBlock<ConvRHSImpl>(ConvRHS(kChannels, 0.0, false), opts)));
     }
   }
   torch::Tensor forward(torch::Tensor x) {
@@ -30,7 +31,10 @@ TORCH_MODULE(Chain);
 // Peak bytes above the baseline of one training step (forward + backward) of L blocks.
 int64_t step_peak(int64_t blocks, int64_t steps, Gradient g, int64_t k = 0, bool grad = true) {
   torch::manual_seed(0);
-  Chain net(blocks, anode::ODEBlockOptions().method(anode::Method::Euler).steps(steps).gradient(g)
+  Chain net(blocks, anode::ODEBlockOptions()
+                        .method(anode::Method::Euler)
+                        .steps(steps)
+                        .gradient(g)
                         .checkpoints(g == Gradient::Anode ? k : 0));
   auto x = torch::randn({kBatch, kChannels, kSize, kSize});
   anode::memory::PeakScope scope;
@@ -71,7 +75,7 @@ TEST_F(Memory, BackpropGrowsWithBlocksTimesSteps) {
   const int64_t p1_16 = step_peak(1, 16, Gradient::Backprop);
   const int64_t p4_16 = step_peak(4, 16, Gradient::Backprop);
   // Each step stores the stage's activations: many states per step.
-  EXPECT_GE(p1_16 - p1_4, 12 * 2 * kStateBytes);  // >= 2 states per step (ReLU out, new z)
+  EXPECT_GE(p1_16 - p1_4, 12 * 2 * kStateBytes);       // >= 2 states per step (ReLU out, new z)
   EXPECT_GT(static_cast<double>(p4_16) / p1_16, 3.0);  // ~L
 }
 

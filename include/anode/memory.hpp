@@ -100,19 +100,29 @@ inline void install_cpu_meter() {
 }
 
 /// Whether `install_cpu_meter()` has run in this process.
-inline bool cpu_meter_installed() { return detail::installed_flag(); }
+inline bool cpu_meter_installed() {
+  return detail::installed_flag();
+}
 
 /// Bytes of CPU tensor storage currently live (allocated through the meter).
-inline int64_t cpu_current_bytes() { return detail::counters().current.load(); }
+inline int64_t cpu_current_bytes() {
+  return detail::counters().current.load();
+}
 
 /// Highest `cpu_current_bytes()` since installation or the last `reset_cpu_peak()`.
-inline int64_t cpu_peak_bytes() { return detail::counters().peak.load(); }
+inline int64_t cpu_peak_bytes() {
+  return detail::counters().peak.load();
+}
 
 /// Number of CPU allocations made through the meter.
-inline int64_t cpu_allocations() { return detail::counters().allocations.load(); }
+inline int64_t cpu_allocations() {
+  return detail::counters().allocations.load();
+}
 
 /// Resets the peak to the bytes live now.
-inline void reset_cpu_peak() { detail::counters().peak.store(detail::counters().current.load()); }
+inline void reset_cpu_peak() {
+  detail::counters().peak.store(detail::counters().current.load());
+}
 
 /// Peak bytes allocated by the CUDA caching allocator on `device` (-1: current device) since the
 /// last reset; -1 when LibTorch was built without CUDA.

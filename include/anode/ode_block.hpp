@@ -48,8 +48,9 @@ class ODEBlockImpl : public torch::nn::Cloneable<ODEBlockImpl<Func>> {
   std::shared_ptr<torch::nn::Module> clone(
       const c10::optional<torch::Device>& device = c10::nullopt) const override {
     auto copy = std::dynamic_pointer_cast<Func>(func_->clone(device));
-    TORCH_CHECK(copy != nullptr, "anode::ODEBlock::clone: cloning the right-hand side did not "
-                                 "return a module of the same type");
+    TORCH_CHECK(copy != nullptr,
+                "anode::ODEBlock::clone: cloning the right-hand side did not "
+                "return a module of the same type");
     auto block = std::make_shared<ODEBlockImpl<Func>>(copy, options);
     block->train(this->is_training());
     return block;

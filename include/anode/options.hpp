@@ -2,8 +2,8 @@
 // Options of an ODE block: which Runge-Kutta method, how many steps over which interval, and how
 // the solve is differentiated.
 
-#include <torch/arg.h>
 #include <c10/util/Exception.h>
+#include <torch/arg.h>
 
 #include <cmath>
 #include <cstdint>
@@ -35,24 +35,34 @@ enum class Gradient {
 
 inline const char* to_string(Method m) {
   switch (m) {
-    case Method::Euler: return "Euler";
-    case Method::RK2: return "RK2";
-    case Method::RK4: return "RK4";
+    case Method::Euler:
+      return "Euler";
+    case Method::RK2:
+      return "RK2";
+    case Method::RK4:
+      return "RK4";
   }
   return "?";
 }
 
 inline const char* to_string(Gradient g) {
   switch (g) {
-    case Gradient::Backprop: return "Backprop";
-    case Gradient::Anode: return "Anode";
-    case Gradient::Adjoint: return "Adjoint";
+    case Gradient::Backprop:
+      return "Backprop";
+    case Gradient::Anode:
+      return "Anode";
+    case Gradient::Adjoint:
+      return "Adjoint";
   }
   return "?";
 }
 
-inline std::ostream& operator<<(std::ostream& os, Method m) { return os << to_string(m); }
-inline std::ostream& operator<<(std::ostream& os, Gradient g) { return os << to_string(g); }
+inline std::ostream& operator<<(std::ostream& os, Method m) {
+  return os << to_string(m);
+}
+inline std::ostream& operator<<(std::ostream& os, Gradient g) {
+  return os << to_string(g);
+}
 
 /// Parses "euler" | "rk2" | "rk4" (case-insensitive); throws naming the value otherwise.
 inline Method method_from_string(std::string s) {
@@ -116,14 +126,14 @@ struct ODEBlockOptions {
                 static_cast<int>(gradient_));
     TORCH_CHECK(checkpoints_ >= 0, "anode: ODEBlockOptions::checkpoints must be >= 0, got ",
                 checkpoints_);
-    TORCH_CHECK(memory_budget_ >= 0, "anode: ODEBlockOptions::memory_budget must be >= 0 bytes, got ",
-                memory_budget_);
+    TORCH_CHECK(memory_budget_ >= 0,
+                "anode: ODEBlockOptions::memory_budget must be >= 0 bytes, got ", memory_budget_);
   }
 };
 
 inline std::ostream& operator<<(std::ostream& os, const ODEBlockOptions& o) {
-  os << "method=" << o.method() << ", steps=" << o.steps() << ", t0=" << o.t0()
-     << ", t1=" << o.t1() << ", gradient=" << o.gradient();
+  os << "method=" << o.method() << ", steps=" << o.steps() << ", t0=" << o.t0() << ", t1=" << o.t1()
+     << ", gradient=" << o.gradient();
   if (o.checkpoints() > 0) os << ", checkpoints=" << o.checkpoints();
   if (o.memory_budget() > 0) os << ", memory_budget=" << o.memory_budget();
   if (o.check_finite()) os << ", check_finite=true";

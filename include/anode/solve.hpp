@@ -48,7 +48,8 @@ inline torch::Tensor solve(const System& system, const torch::Tensor& z0,
   Stepper stepper(system.rhs, tableau(options.method()), TimeGrid::from(options),
                   options.check_finite());
   const auto params = system.differentiable_parameters();
-  const bool graph_needed = torch::GradMode::is_enabled() && (z0.requires_grad() || !params.empty());
+  const bool graph_needed =
+      torch::GradMode::is_enabled() && (z0.requires_grad() || !params.empty());
   // Without a graph to build (inference, NoGradGuard) every strategy is the plain solve, which
   // keeps nothing beyond the current step.
   if (!graph_needed || options.gradient() == Gradient::Backprop) {

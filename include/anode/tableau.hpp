@@ -47,8 +47,8 @@ struct ButcherTableau {
                   "] = ", c[i], " differs from the row sum ", row);
       bsum += b[i];
     }
-    TORCH_CHECK(std::abs(bsum - 1.0) < 1e-12, "anode: Butcher tableau '", name,
-                "' weights sum to ", bsum, ", not 1");
+    TORCH_CHECK(std::abs(bsum - 1.0) < 1e-12, "anode: Butcher tableau '", name, "' weights sum to ",
+                bsum, ", not 1");
   }
 };
 
@@ -77,9 +77,12 @@ inline const ButcherTableau& rk4_tableau() {
 /// The tableau of a `Method`.
 inline const ButcherTableau& tableau(Method m) {
   switch (m) {
-    case Method::Euler: return euler_tableau();
-    case Method::RK2: return midpoint_tableau();
-    case Method::RK4: return rk4_tableau();
+    case Method::Euler:
+      return euler_tableau();
+    case Method::RK2:
+      return midpoint_tableau();
+    case Method::RK4:
+      return rk4_tableau();
   }
   TORCH_CHECK(false, "anode: invalid Method value ", static_cast<int>(m));
 }

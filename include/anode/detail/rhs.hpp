@@ -47,17 +47,19 @@ constexpr bool is_state_callable_v = is_state_callable<F>::value;
 /// and must not even be inspected: std::conjunction stops at the first false).
 template <typename F>
 struct is_rhs_callable
-    : std::conjunction<std::negation<is_module_holder<F>>,
-                       std::disjunction<is_time_callable<std::decay_t<F>>,
-                                        is_state_callable<std::decay_t<F>>>> {};
+    : std::conjunction<
+          std::negation<is_module_holder<F>>,
+          std::disjunction<is_time_callable<std::decay_t<F>>, is_state_callable<std::decay_t<F>>>> {
+};
 
 /// Wraps a module: calls `forward(t, x)` if it has one, else `forward(x)`. The shared_ptr keeps
 /// the module alive as long as any graph node that may call it in backward.
 template <typename Func>
 RHS module_rhs(std::shared_ptr<Func> f) {
-  static_assert(forward_takes_time<Func>::value || forward_takes_state<Func>::value,
-                "anode: the right-hand-side module must have `torch::Tensor forward(torch::Tensor x)` "
-                "or `torch::Tensor forward(double t, torch::Tensor x)`");
+  static_assert(
+      forward_takes_time<Func>::value || forward_takes_state<Func>::value,
+      "anode: the right-hand-side module must have `torch::Tensor forward(torch::Tensor x)` "
+      "or `torch::Tensor forward(double t, torch::Tensor x)`");
   if constexpr (forward_takes_time<Func>::value) {
     return [f = std::move(f)](double t, const torch::Tensor& z) { return f->forward(t, z); };
   } else {

@@ -56,10 +56,10 @@ struct CheckpointCall : torch::CustomClassHolder {
 
   System system;
   Stepper stepper;
-  int64_t checkpoints;            // 0: whole-block recompute; 1..N-1: binomial schedule
-  Snapshot start;                 // z_0's world (z itself is saved through the context)
-  std::vector<Snapshot> slots;    // binomial checkpoints, slot 1..k (index 0 unused)
-  schedule::Schedule plan;        // binomial schedule, when checkpoints > 0
+  int64_t checkpoints;                // 0: whole-block recompute; 1..N-1: binomial schedule
+  Snapshot start;                     // z_0's world (z itself is saved through the context)
+  std::vector<Snapshot> slots;        // binomial checkpoints, slot 1..k (index 0 unused)
+  schedule::Schedule plan;            // binomial schedule, when checkpoints > 0
   std::vector<torch::Tensor> params;  // the node's parameter inputs, in order
   std::vector<int64_t> out_sizes;
   c10::ScalarType out_dtype = c10::ScalarType::Undefined;
@@ -93,9 +93,10 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    TORCH_CHECK(!torch::GradMode::is_enabled(),
-                "anode: Gradient::Anode does not support higher-order gradients (create_graph=true);"
-                " use Gradient::Backprop for those");
+    TORCH_CHECK(
+        !torch::GradMode::is_enabled(),
+        "anode: Gradient::Anode does not support higher-order gradients (create_graph=true);"
+        " use Gradient::Backprop for those");
     auto call = detail::load_object<Call>(ctx, "call");
     const auto saved = ctx->get_saved_variables();
     const torch::Tensor& z0 = saved[0];
@@ -126,11 +127,9 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
 
  private:
   // Paper's scheme: re-run the whole block with autograd on, backprop through it once.
-  static torch::autograd::variable_list backward_whole_block(const Call& call,
-                                                             const torch::Tensor& z0,
-                                                             const torch::Tensor& grad_out,
-                                                             const std::vector<torch::Tensor>& params,
-                                                             const std::vector<bool>& need) {
+  static torch::autograd::variable_list backward_whole_block(
+      const Call& call, const torch::Tensor& z0, const torch::Tensor& grad_out,
+      const std::vector<torch::Tensor>& params, const std::vector<bool>& need) {
     call.enter(call.start);
     torch::autograd::variable_list out(need.size());
     torch::AutoGradMode enable(true);
@@ -238,7 +237,8 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
             for (std::size_t i = 0; i < params.size(); ++i) {
               if (!need[1 + i]) continue;
               const auto& gi = g[j++];
-              if (gi.defined()) param_grads[i] = param_grads[i].defined() ? param_grads[i].add_(gi) : gi;
+              if (gi.defined())
+                param_grads[i] = param_grads[i].defined() ? param_grads[i].add_(gi) : gi;
             }
           }
           call.enter(world);
