@@ -77,3 +77,26 @@ TEST_F(Seeded, AdjointLeavesBatchNormStatisticsAlone) {
     EXPECT_TRUE(torch::allclose(buffers[0][i], buffers[1][i])) << i;
   }
 }
+
+// A parameter the RHS never uses keeps an undefined gradient in every mode, as with Backprop.
+namespace {
+struct UnusedParamImpl : torch::nn::Module {
+  UnusedParamImpl()
+      : fc(register_module("fc", torch::nn::Linear(3, 3))),
+        unused(register_parameter("unused", torch::ones({2}))) {}
+  torch::Tensor forward(torch::Tensor x) { return torch::tanh(fc(x)); }
+  torch::nn::Linear fc;
+  torch::Tensor unused;
+};
+TORCH_MODULE(UnusedParam);
+}  // namespace
+
+TEST_F(Seeded, UnusedParameterGradientStaysUndefined) {
+  for (auto g : {Gradient::Backprop, Gradient::Anode, Gradient::Adjoint}) {
+    anode::ODEBlock<UnusedParamImpl> block(UnusedParam(),
+                                           anode::ODEBlockOptions().steps(3).gradient(g));
+    block->forward(torch::randn({2, 3})).sum().backward();
+    EXPECT_FALSE(block->func()->unused.grad().defined()) << anode::to_string(g);
+    EXPECT_TRUE(block->func()->fc->weight.grad().defined()) << anode::to_string(g);
+  }
+}

@@ -12,6 +12,8 @@
 
 #include <memory>
 #include <ostream>
+#include <utility>
+#include <vector>
 
 namespace anode {
 
@@ -51,8 +53,14 @@ class ODEBlockImpl : public torch::nn::Cloneable<ODEBlockImpl<Func>> {
     TORCH_CHECK(copy != nullptr,
                 "anode::ODEBlock::clone: cloning the right-hand side did not "
                 "return a module of the same type");
+    // Module::train() is recursive: set the block's own mode, then put back each submodule's mode
+    // (the wrapped module's clone kept them), parents first so children win.
+    std::vector<std::pair<std::shared_ptr<torch::nn::Module>, bool>> modes;
+    for (const auto& m : copy->modules(/*include_self=*/true))
+      modes.emplace_back(m, m->is_training());
     auto block = std::make_shared<ODEBlockImpl<Func>>(copy, options);
     block->train(this->is_training());
+    for (const auto& [m, on] : modes) m->train(on);
     return block;
   }
 

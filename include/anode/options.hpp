@@ -65,21 +65,23 @@ inline std::ostream& operator<<(std::ostream& os, Gradient g) {
 }
 
 /// Parses "euler" | "rk2" | "rk4" (case-insensitive); throws naming the value otherwise.
-inline Method method_from_string(std::string s) {
+inline Method method_from_string(const std::string& name) {
+  std::string s = name;
   for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (s == "euler") return Method::Euler;
   if (s == "rk2" || s == "midpoint") return Method::RK2;
   if (s == "rk4") return Method::RK4;
-  TORCH_CHECK(false, "anode: unknown method '", s, "'; expected euler, rk2 or rk4");
+  TORCH_CHECK(false, "anode: unknown method '", name, "'; expected euler, rk2 or rk4");
 }
 
 /// Parses "backprop" | "anode" | "adjoint" (case-insensitive); throws naming the value otherwise.
-inline Gradient gradient_from_string(std::string s) {
+inline Gradient gradient_from_string(const std::string& name) {
+  std::string s = name;
   for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (s == "backprop") return Gradient::Backprop;
   if (s == "anode") return Gradient::Anode;
   if (s == "adjoint") return Gradient::Adjoint;
-  TORCH_CHECK(false, "anode: unknown gradient '", s, "'; expected backprop, anode or adjoint");
+  TORCH_CHECK(false, "anode: unknown gradient '", name, "'; expected backprop, anode or adjoint");
 }
 
 /// Options for `ODEBlock` and `odeint`.
@@ -117,6 +119,8 @@ struct ODEBlockOptions {
     TORCH_CHECK(steps_ >= 1, "anode: ODEBlockOptions::steps must be >= 1, got ", steps_);
     TORCH_CHECK(std::isfinite(t0_), "anode: ODEBlockOptions::t0 must be finite, got ", t0_);
     TORCH_CHECK(std::isfinite(t1_), "anode: ODEBlockOptions::t1 must be finite, got ", t1_);
+    TORCH_CHECK(std::isfinite(t1_ - t0_), "anode: ODEBlockOptions::t1 - t0 overflows (t0 = ", t0_,
+                ", t1 = ", t1_, ")");
     TORCH_CHECK(t1_ != t0_, "anode: ODEBlockOptions::t1 must differ from t0, both are ", t0_);
     TORCH_CHECK(method_ == Method::Euler || method_ == Method::RK2 || method_ == Method::RK4,
                 "anode: ODEBlockOptions::method has an invalid value ", static_cast<int>(method_));

@@ -21,7 +21,8 @@ struct System {
   std::vector<torch::Tensor> parameters;
   /// Tensors the RHS mutates in training (BatchNorm statistics): replayed, never double-updated.
   std::vector<torch::Tensor> buffers;
-  /// Whether the RHS is in training mode (its buffers may change); in eval nothing is saved.
+  /// Whether the RHS or any of its submodules is in training mode (its buffers may change); in
+  /// eval nothing is saved.
   bool training = false;
 
   /// The system of a module: its forward, all its parameters and buffers, its train/eval mode.
@@ -32,7 +33,10 @@ struct System {
     s.rhs = detail::module_rhs(module);
     s.parameters = module->parameters(/*recurse=*/true);
     s.buffers = module->buffers(/*recurse=*/true);
-    s.training = module->is_training();
+    // Any submodule in train() may update its buffers (e.g. BatchNorm under an eval() root).
+    for (const auto& m : module->modules(/*include_self=*/true)) {
+      s.training = s.training || m->is_training();
+    }
     return s;
   }
 

@@ -28,7 +28,8 @@ inline double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
 }
 
 /// The largest relative error over a list of gradients (both lists in the same order).
-inline double max_rel_err(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+inline double max_rel_err(const std::vector<torch::Tensor>& a,
+                          const std::vector<torch::Tensor>& b) {
   EXPECT_EQ(a.size(), b.size());
   double m = 0.0;
   for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) {
@@ -41,21 +42,21 @@ inline double max_rel_err(const std::vector<torch::Tensor>& a, const std::vector
   return m;
 }
 
-#define ANODE_ASSERT_THROWS_WITH(statement, substring)                                   \
-  {                                                                                      \
-    std::string anode_message_;                                                          \
-    try {                                                                                \
-      (void)statement;                                                                   \
+#define ANODE_ASSERT_THROWS_WITH(statement, substring)                                       \
+  {                                                                                          \
+    std::string anode_message_;                                                              \
+    try {                                                                                    \
+      (void)statement;                                                                       \
       FAIL() << "Expected statement `" #statement "` to throw an exception, but it did not"; \
-    } catch (const c10::Error& e) {                                                      \
-      anode_message_ = e.what_without_backtrace();                                       \
-    } catch (const std::exception& e) {                                                  \
-      anode_message_ = e.what();                                                         \
-    }                                                                                    \
-    if (anode_message_.find(substring) == std::string::npos) {                          \
+    } catch (const c10::Error& e) {                                                          \
+      anode_message_ = e.what_without_backtrace();                                           \
+    } catch (const std::exception& e) {                                                      \
+      anode_message_ = e.what();                                                             \
+    }                                                                                        \
+    if (anode_message_.find(substring) == std::string::npos) {                               \
       FAIL() << "Error message \"" << anode_message_ << "\" did not contain \"" << substring \
-             << "\"";                                                                     \
-    }                                                                                    \
+             << "\"";                                                                        \
+    }                                                                                        \
   }
 
 /// Counts every evaluation of the right-hand side modules below.
@@ -73,9 +74,12 @@ struct MLPImpl : torch::nn::Module {
   torch::Tensor forward(torch::Tensor x) {
     ++rhs_evaluations();
     auto h = fc1(x);
-    if (act == "tanh") h = torch::tanh(h);
-    else if (act == "relu") h = torch::relu(h);
-    else if (act == "leaky_relu") h = torch::leaky_relu(h, 0.1);
+    if (act == "tanh")
+      h = torch::tanh(h);
+    else if (act == "relu")
+      h = torch::relu(h);
+    else if (act == "leaky_relu")
+      h = torch::leaky_relu(h, 0.1);
     return fc2(h);
   }
   torch::nn::Linear fc1, fc2;
@@ -101,9 +105,11 @@ TORCH_MODULE(TimeMLP);
 struct ConvRHSImpl : torch::nn::Module {
   ConvRHSImpl(int64_t channels, double dropout = 0.0, bool batchnorm = true)
       : conv1(register_module(
-            "conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).padding(1)))),
+            "conv1",
+            torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).padding(1)))),
         conv2(register_module(
-            "conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).padding(1)))),
+            "conv2",
+            torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, channels, 3).padding(1)))),
         p(dropout),
         use_bn(batchnorm) {
     if (use_bn) bn = register_module("bn", torch::nn::BatchNorm2d(channels));
@@ -133,6 +139,77 @@ inline const std::vector<anode::Method>& all_methods() {
   static const std::vector<anode::Method> m{anode::Method::Euler, anode::Method::RK2,
                                             anode::Method::RK4};
   return m;
+}
+
+/// The message of the error `f` throws (c10::Error without its backtrace); empty when `f` does not
+/// throw.
+template <typename F>
+std::string error_message(F&& f) {
+  try {
+    f();
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+/// Success when `f` throws and its message contains every one of `parts` (e.g. an option's name
+/// and its value). Use as `EXPECT_TRUE(throws_mentioning([&] { ... }, {"steps", "-3"}))`.
+template <typename F>
+::testing::AssertionResult throws_mentioning(F&& f, const std::vector<std::string>& parts) {
+  bool threw = false;
+  std::string message;
+  try {
+    f();
+  } catch (const c10::Error& e) {
+    threw = true;
+    message = e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    threw = true;
+    message = e.what();
+  }
+  if (!threw) return ::testing::AssertionFailure() << "expected an error, but nothing was thrown";
+  for (const auto& part : parts) {
+    if (message.find(part) == std::string::npos) {
+      return ::testing::AssertionFailure()
+             << "error message \"" << message << "\" does not contain \"" << part << "\"";
+    }
+  }
+  return ::testing::AssertionSuccess() << message;
+}
+
+/// Whether two modules' parameters and buffers are equal to `tol` (relative), name by name.
+inline ::testing::AssertionResult same_state(const torch::nn::Module& a, const torch::nn::Module& b,
+                                             double tol = 0.0) {
+  auto pa = a.named_parameters(), pb = b.named_parameters();
+  auto ba = a.named_buffers(), bb = b.named_buffers();
+  if (pa.size() != pb.size() || ba.size() != bb.size()) {
+    return ::testing::AssertionFailure() << "different numbers of parameters or buffers";
+  }
+  for (const auto* list : {&pa, &ba}) {
+    const auto& other = (list == &pa) ? pb : bb;
+    for (const auto& item : *list) {
+      const auto* match = other.find(item.key());
+      if (match == nullptr) return ::testing::AssertionFailure() << item.key() << " missing";
+      const auto& x = item.value();
+      const auto& y = *match;
+      if (x.sizes() != y.sizes() || x.scalar_type() != y.scalar_type()) {
+        return ::testing::AssertionFailure() << item.key() << ": different shape or dtype";
+      }
+      const bool equal = tol == 0.0
+                             ? torch::equal(x, y)
+                             : (x.is_floating_point() ? rel_err(x, y) <= tol : torch::equal(x, y));
+      if (!equal) {
+        return ::testing::AssertionFailure()
+               << item.key() << " differs"
+               << (x.is_floating_point() ? " (rel. error " + std::to_string(rel_err(x, y)) + ")"
+                                         : std::string());
+      }
+    }
+  }
+  return ::testing::AssertionSuccess();
 }
 
 }  // namespace anode_test

@@ -41,7 +41,10 @@ struct AdjointFunction : public torch::autograd::Function<AdjointFunction> {
                                at::TensorList params, c10::intrusive_ptr<Call> call) {
     call->params = params.vec();
     torch::Tensor zN = call->stepper.integrate(z0, 0, call->stepper.grid().steps);
-    ctx->save_for_backward({zN});
+    // The parameters are saved (no copy) so that autograd reports in-place changes before backward.
+    std::vector<torch::Tensor> saved{zN};
+    saved.insert(saved.end(), params.begin(), params.end());
+    ctx->save_for_backward(saved);
     detail::save_object(ctx, "call", call);
     return zN;
   }
@@ -69,6 +72,9 @@ struct AdjointFunction : public torch::autograd::Function<AdjointFunction> {
     const auto& rhs = call->system.rhs;
     const auto& grid = call->stepper.grid();
     const bool check = call->stepper.check_finite();
+    // Parameters the RHS never touched keep an undefined gradient, as with Backprop (optimizers
+    // skip those; a zero would still feel weight decay and momentum).
+    std::vector<bool> used(P, false);
     // Augmented state: [z, a, g_1 .. g_P].
     auto augmented = [&](double t, const std::vector<torch::Tensor>& y) {
       std::vector<torch::Tensor> dy(2 + P);
@@ -83,6 +89,7 @@ struct AdjointFunction : public torch::autograd::Function<AdjointFunction> {
       dy[0] = f.detach();
       dy[1] = vjp[0].defined() ? vjp[0].neg() : torch::zeros_like(y[1]);
       for (std::size_t i = 0; i < P; ++i) {
+        if (vjp[1 + i].defined()) used[i] = true;
         dy[2 + i] = vjp[1 + i].defined() ? vjp[1 + i].neg() : torch::zeros_like(y[2 + i]);
       }
       return dy;
@@ -104,7 +111,7 @@ struct AdjointFunction : public torch::autograd::Function<AdjointFunction> {
     }
     if (ctx->needs_input_grad(0)) out[0] = y[1];
     for (std::size_t i = 0; i < P; ++i) {
-      if (ctx->needs_input_grad(1 + i)) out[1 + i] = y[2 + i];
+      if (ctx->needs_input_grad(1 + i) && used[i]) out[1 + i] = y[2 + i];
     }
     return out;
   }

@@ -86,7 +86,11 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     }
     call->out_sizes = zN.sizes().vec();
     call->out_dtype = zN.scalar_type();
-    ctx->save_for_backward({z0});
+    // Saving the parameters too (no copy) makes autograd check in backward that they were not
+    // modified in place since this forward, as it does for Backprop.
+    std::vector<torch::Tensor> saved{z0};
+    saved.insert(saved.end(), params.begin(), params.end());
+    ctx->save_for_backward(saved);
     detail::save_object(ctx, "call", call);
     return zN;
   }
