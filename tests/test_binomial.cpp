@@ -18,10 +18,15 @@ struct StepResult {
 };
 
 // One training step of a ConvRHS block (BatchNorm + dropout) in float64.
-StepResult train_step(Method method, int64_t steps, Gradient g, int64_t k, double dropout = 0.25) {
+StepResult train_step(Method method, int64_t steps, Gradient g, int64_t k,
+                      bool keep_forward = false, double dropout = 0.25) {
   torch::manual_seed(3);
-  auto opts = anode::ODEBlockOptions().method(method).steps(steps).gradient(g).checkpoints(
-      g == Gradient::Anode ? k : 0);
+  auto opts = anode::ODEBlockOptions()
+                  .method(method)
+                  .steps(steps)
+                  .gradient(g)
+                  .checkpoints(g == Gradient::Anode ? k : 0)
+                  .keep_forward_checkpoints(keep_forward);
   anode::ODEBlock<ConvRHSImpl> block(ConvRHS(3, dropout), opts);
   block->to(torch::kDouble);
   auto x = torch::randn({2, 3, 5, 5}, torch::kDouble).requires_grad_(true);
@@ -40,6 +45,18 @@ StepResult train_step(Method method, int64_t steps, Gradient g, int64_t k, doubl
   return r;
 }
 
+// Steps of the binomial schedule's first sweep up to its last checkpoint: what a backward that
+// rebuilds the checkpoints (keep_forward_checkpoints false) runs before the schedule proper.
+int64_t sweep_steps(int64_t steps, int64_t k) {
+  const auto plan = anode::schedule::binomial_schedule(steps, k);
+  int64_t pos = 0, last_store = 0;
+  for (const auto& a : plan.forward) {
+    if (a.kind == anode::schedule::ActionKind::Advance) pos += a.arg;
+    if (a.kind == anode::schedule::ActionKind::Store) last_store = pos;
+  }
+  return last_store;
+}
+
 }  // namespace
 
 class BinomialExact : public Seeded, public ::testing::WithParamInterface<Method> {};
@@ -55,18 +72,26 @@ TEST_P(BinomialExact, EveryKMatchesBackpropWithOptimalRecomputation) {
     for (int64_t k = 1; k <= steps + 1; ++k) {
       SCOPED_TRACE("method " + std::string(anode::to_string(method)) + ", N_t " +
                    std::to_string(steps) + ", k " + std::to_string(k));
-      const StepResult r = train_step(method, steps, Gradient::Anode, k);
-      EXPECT_LT(max_rel_err(r.grads, ref.grads), 1e-12);
-      ASSERT_EQ(r.buffers.size(), ref.buffers.size());
-      for (std::size_t i = 0; i < r.buffers.size(); ++i) {
-        EXPECT_TRUE(torch::equal(r.buffers[i], ref.buffers[i])) << "buffer " << i;
+      for (bool keep_forward : {false, true}) {
+        SCOPED_TRACE(keep_forward ? "checkpoints stored in forward" : "rebuilt in backward");
+        const StepResult r = train_step(method, steps, Gradient::Anode, k, keep_forward);
+        EXPECT_LT(max_rel_err(r.grads, ref.grads), 1e-12);
+        ASSERT_EQ(r.buffers.size(), ref.buffers.size());
+        for (std::size_t i = 0; i < r.buffers.size(); ++i) {
+          EXPECT_TRUE(torch::equal(r.buffers[i], ref.buffers[i])) << "buffer " << i;
+        }
+        EXPECT_EQ(r.forward_evals, stages * steps);  // the forward never evaluates more
+        // k >= N_t is the whole-trajectory scheme: every step re-run exactly once.
+        int64_t expected_steps = steps;
+        if (k < steps) {
+          expected_steps = anode::schedule::backward_rhs_steps(steps, k) +
+                           (keep_forward ? 0 : sweep_steps(steps, k));
+        }
+        EXPECT_EQ(r.backward_evals, stages * expected_steps);
+        if (k >= steps - 1 && (keep_forward || k >= steps)) {
+          EXPECT_EQ(r.backward_evals, stages * steps);  // nothing recomputed twice
+        }
       }
-      EXPECT_EQ(r.forward_evals, stages * steps);  // the forward never evaluates more
-      // k >= N_t is the whole-trajectory scheme: every step re-run exactly once.
-      const int64_t expected_steps =
-          k >= steps ? steps : anode::schedule::backward_rhs_steps(steps, k);
-      EXPECT_EQ(r.backward_evals, stages * expected_steps);
-      if (k >= steps - 1) EXPECT_EQ(r.backward_evals, stages * steps);  // nothing recomputed twice
     }
   }
 }
@@ -94,7 +119,10 @@ TEST_F(Seeded, MemoryBudgetChoosesCheckpoints) {
   auto x = torch::randn({2, 3, 5, 5}, torch::kDouble);
   const int64_t state = x.numel() * 8;
   auto opts = anode::ODEBlockOptions().steps(8).memory_budget(40 * state);
-  EXPECT_EQ(anode::detail::resolve_checkpoints(opts, x), 7);  // plenty: every state kept
+  // Plenty: the whole block trajectory (N_t steps' graphs) fits, so no recomputation at all.
+  EXPECT_EQ(anode::detail::resolve_checkpoints(opts, x), 0);
+  opts.memory_budget(12 * state);  // not the whole trajectory (1 + 8 * 2 states), but 7 slots
+  EXPECT_EQ(anode::detail::resolve_checkpoints(opts, x), 7);
   opts.memory_budget(5 * state);  // 2 * stages(1) * state for the step + (k+1) states
   EXPECT_EQ(anode::detail::resolve_checkpoints(opts, x), 2);
   opts.memory_budget(state);

@@ -69,6 +69,9 @@ struct BadOption {
   anode::ODEBlockOptions options;
   std::vector<std::string> mentions;
 };
+void PrintTo(const BadOption& b, std::ostream* os) {
+  *os << b.label;
+}
 
 class InvalidOption : public Seeded, public ::testing::WithParamInterface<BadOption> {};
 

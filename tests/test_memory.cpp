@@ -29,13 +29,15 @@ struct ChainImpl : torch::nn::Module {
 TORCH_MODULE(Chain);
 
 // Peak bytes above the baseline of one training step (forward + backward) of L blocks.
-int64_t step_peak(int64_t blocks, int64_t steps, Gradient g, int64_t k = 0, bool grad = true) {
+int64_t step_peak(int64_t blocks, int64_t steps, Gradient g, int64_t k = 0, bool grad = true,
+                  bool keep_forward = false) {
   torch::manual_seed(0);
   Chain net(blocks, anode::ODEBlockOptions()
                         .method(anode::Method::Euler)
                         .steps(steps)
                         .gradient(g)
-                        .checkpoints(g == Gradient::Anode ? k : 0));
+                        .checkpoints(g == Gradient::Anode ? k : 0)
+                        .keep_forward_checkpoints(keep_forward));
   auto x = torch::randn({kBatch, kChannels, kSize, kSize});
   anode::memory::PeakScope scope;
   if (grad) {
@@ -89,7 +91,9 @@ TEST_F(Memory, AnodeGrowsWithStepsByOneBlockAndWithBlocksByInputs) {
       // O(L) + O(N_t): the stored block inputs plus one block's trajectory (measured as Backprop's
       // peak for a single block), within 1.2x.
       EXPECT_LE(anode_peak, 1.2 * (blocks * kStateBytes + backprop_one_block));
-      if (blocks == 4 && steps == 16) EXPECT_LT(anode_peak, 0.4 * backprop_peak);
+      if (blocks == 4 && steps == 16) {
+        EXPECT_LT(anode_peak, 0.4 * backprop_peak);
+      }
       std::cout << "L " << blocks << " N_t " << steps << ": anode " << anode_peak << " B, backprop "
                 << backprop_peak << " B, state " << kStateBytes << " B\n";
     }
@@ -112,4 +116,19 @@ TEST_F(Memory, BinomialCheckpointingIsFlatInSteps) {
   const int64_t whole64 = step_peak(2, 64, Gradient::Anode, 0);
   EXPECT_LE(p64, 1.2 * p8);
   EXPECT_LT(p64, 0.5 * whole64);
+}
+
+// O(L) + O(k): by default only each block's input outlives the forward pass, so more blocks cost
+// one state each; keeping the checkpoints from the forward pass costs k + 1 states per block.
+TEST_F(Memory, BinomialCheckpointsAreHeldForOneBlockAtATime) {
+  const int64_t k = 4;
+  const int64_t rebuilt1 = step_peak(1, 32, Gradient::Anode, k);
+  const int64_t rebuilt4 = step_peak(4, 32, Gradient::Anode, k);
+  const int64_t kept1 = step_peak(1, 32, Gradient::Anode, k, true, /*keep_forward=*/true);
+  const int64_t kept4 = step_peak(4, 32, Gradient::Anode, k, true, /*keep_forward=*/true);
+  std::cout << "k 4, N_t 32: rebuilt L1 " << rebuilt1 << " B, L4 " << rebuilt4 << " B; kept L1 "
+            << kept1 << " B, L4 " << kept4 << " B; state " << kStateBytes << " B\n";
+  EXPECT_LE(rebuilt4 - rebuilt1, 3 * 2 * kStateBytes);  // three more inputs (plus slack)
+  EXPECT_GE(kept4 - kept1, 3 * k * kStateBytes);        // three more inputs and 3k checkpoints
+  EXPECT_LT(rebuilt4, kept4);
 }

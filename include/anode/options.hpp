@@ -106,6 +106,13 @@ struct ODEBlockOptions {
   /// input). 0, or >= steps, keeps the whole block trajectory during its backward (the paper's
   /// scheme); 1 <= k < steps uses the binomial (Revolve) schedule, recomputing steps to fit k.
   TORCH_ARG(int64_t, checkpoints) = 0;
+  /// `Gradient::Anode` with 1 <= k < steps checkpoints only: where a block's k checkpoints come
+  /// from. false (default): the block's backward rebuilds them from the block input with one
+  /// extra forward sweep, so only the block input outlives the forward pass and peak memory is
+  /// O(L) + O(k) states for L blocks. true: the forward pass stores them as it goes, saving that
+  /// sweep (about N_t steps per block) at O(L * k) states, since every block's checkpoints then
+  /// live until its backward.
+  TORCH_ARG(bool, keep_forward_checkpoints) = false;
   /// `Gradient::Anode` only: when > 0, a byte budget for one block's backward, from which the
   /// number of checkpoints is chosen given the state's size (overrides `checkpoints`).
   TORCH_ARG(int64_t, memory_budget) = 0;
@@ -140,6 +147,7 @@ inline std::ostream& operator<<(std::ostream& os, const ODEBlockOptions& o) {
      << ", gradient=" << o.gradient();
   if (o.checkpoints() > 0) os << ", checkpoints=" << o.checkpoints();
   if (o.memory_budget() > 0) os << ", memory_budget=" << o.memory_budget();
+  if (o.keep_forward_checkpoints()) os << ", keep_forward_checkpoints=true";
   if (o.check_finite()) os << ", check_finite=true";
   return os;
 }

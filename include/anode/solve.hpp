@@ -32,6 +32,8 @@ inline int64_t resolve_checkpoints(const ODEBlockOptions& o, const torch::Tensor
     const int64_t state_bytes = z0.numel() * static_cast<int64_t>(z0.element_size());
     // One step's graph holds at least its stage derivatives and stage inputs.
     const int64_t step_bytes = 2 * tableau(o.method()).stages() * state_bytes;
+    // The whole block's trajectory fits: recompute it once, with no binomial sweeps at all.
+    if (o.memory_budget() / n >= step_bytes + state_bytes) return 0;
     k = schedule::checkpoints_for_budget(n, state_bytes, step_bytes, o.memory_budget());
   }
   return (k <= 0 || k >= n) ? 0 : k;
@@ -57,7 +59,8 @@ inline torch::Tensor solve(const System& system, const torch::Tensor& z0,
   }
   if (options.gradient() == Gradient::Anode) {
     auto call = c10::make_intrusive<detail::CheckpointCall>(
-        system, std::move(stepper), detail::resolve_checkpoints(options, z0));
+        system, std::move(stepper), detail::resolve_checkpoints(options, z0),
+        options.keep_forward_checkpoints());
     return CheckpointFunction::apply(z0, at::TensorList(params), call);
   }
   auto call = c10::make_intrusive<detail::AdjointCall>(system, std::move(stepper));

@@ -1,6 +1,6 @@
 // Uses anode as a downstream project would; exits non-zero if the result is wrong.
-#include <anode/anode.hpp>
 #include <torch/torch.h>
+#include <anode/anode.hpp>
 
 #include <iostream>
 

@@ -3,10 +3,11 @@
 // "ANODE: Unconditionally Accurate Memory-Efficient Gradients for Neural ODEs" (IJCAI 2019).
 //
 // Forward runs the block's solve with autograd off and keeps only the block input (plus, with
-// `checkpoints(k)`, k intermediate states). Backward re-runs the block's steps with autograd on
-// from the nearest stored state and backpropagates through them. The result is the exact gradient
-// of the discrete solve (to round-off), at memory O(L) block inputs + one block's trajectory, or
-// O(L) + O(k) states + one step's graph with binomial checkpointing.
+// `checkpoints(k)` and `keep_forward_checkpoints(true)`, k intermediate states). Backward re-runs
+// the block's steps with autograd on from the nearest stored state and backpropagates through
+// them. The result is the exact gradient of the discrete solve (to round-off), at memory O(L)
+// block inputs + one block's trajectory, or O(L) + O(k) states + one step's graph with binomial
+// checkpointing (the backward first rebuilds the block's k checkpoints from its input).
 //
 // A recomputation must see the world the forward pass saw: the RNG is put back to the state it
 // had at that step (dropout masks replay exactly), and buffers (BatchNorm running statistics) are
@@ -30,8 +31,11 @@ namespace detail {
 
 /// Everything the forward pass needs to leave for the backward pass of one block call.
 struct CheckpointCall : torch::CustomClassHolder {
-  CheckpointCall(System sys, Stepper st, int64_t k)
-      : system(std::move(sys)), stepper(std::move(st)), checkpoints(k) {}
+  CheckpointCall(System sys, Stepper st, int64_t k, bool keep_forward = false)
+      : system(std::move(sys)),
+        stepper(std::move(st)),
+        checkpoints(k),
+        keep_forward_checkpoints(keep_forward) {}
 
   /// A stored point of the trajectory: the state and the world the next step must see.
   struct Snapshot {
@@ -57,6 +61,7 @@ struct CheckpointCall : torch::CustomClassHolder {
   System system;
   Stepper stepper;
   int64_t checkpoints;                // 0: whole-block recompute; 1..N-1: binomial schedule
+  bool keep_forward_checkpoints;      // store the k checkpoints in forward (else in backward)
   Snapshot start;                     // z_0's world (z itself is saved through the context)
   std::vector<Snapshot> slots;        // binomial checkpoints, slot 1..k (index 0 unused)
   schedule::Schedule plan;            // binomial schedule, when checkpoints > 0
@@ -79,10 +84,10 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     call->params = params.vec();
     call->start = call->snapshot(torch::Tensor(), 0, z0.device());
     torch::Tensor zN;
-    if (call->checkpoints == 0) {
-      zN = stepper.integrate(z0, 0, n_steps);
+    if (call->checkpoints > 0 && call->keep_forward_checkpoints) {
+      zN = run_forward_plan(*call, z0, /*to_end=*/true);
     } else {
-      zN = run_forward_plan(*call, z0);
+      zN = stepper.integrate(z0, 0, n_steps);
     }
     call->out_sizes = zN.sizes().vec();
     call->out_dtype = zN.scalar_type();
@@ -123,7 +128,21 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     if (call->checkpoints == 0) {
       out = backward_whole_block(*call, z0, grad_out, params, need);
     } else {
-      out = backward_binomial(*call, z0, grad_out, params, need);
+      // Checkpoints stored by the forward pass are handed to this backward pass, which frees
+      // each one as soon as the schedule is done with it (they would otherwise live as long as
+      // the graph). Without them (the default, or a second backward through a retained graph),
+      // they are rebuilt by replaying the forward plan from the block input in the forward's RNG
+      // and buffer state, up to the last checkpoint: the same states, bit for bit.
+      std::vector<Call::Snapshot> slots = std::move(call->slots);
+      call->slots.clear();
+      if (slots.empty()) {
+        call->enter(call->start);
+        torch::NoGradGuard no_grad;
+        run_forward_plan(*call, z0, /*to_end=*/false);
+        slots = std::move(call->slots);
+        call->slots.clear();
+      }
+      out = backward_binomial(*call, z0, grad_out, params, need, std::move(slots));
     }
     out.emplace_back();  // for the call object: not a tensor input, but it has a slot
     return out;  // buffers restored (keep_buffers) after every gradient above has been taken
@@ -159,13 +178,20 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     return out;
   }
 
-  // Forward pass of the binomial schedule: advance to z_N, storing the first sweep's checkpoints.
-  static torch::Tensor run_forward_plan(Call& call, const torch::Tensor& z0) {
+  // The first sweep of the binomial schedule: advance from z_0, storing its checkpoints, to z_N
+  // (to_end) or only as far as the last checkpoint (when rebuilding them in backward).
+  static torch::Tensor run_forward_plan(Call& call, const torch::Tensor& z0, bool to_end) {
     call.plan = schedule::binomial_schedule(call.stepper.grid().steps, call.checkpoints);
     call.slots.assign(static_cast<std::size_t>(call.checkpoints) + 1, {});
+    const auto& actions = call.plan.forward;
+    std::size_t end = actions.size();
+    if (!to_end) {
+      while (end > 0 && actions[end - 1].kind != schedule::ActionKind::Store) --end;
+    }
     torch::Tensor z = z0;
     int64_t pos = 0;
-    for (const auto& a : call.plan.forward) {
+    for (std::size_t i = 0; i < end; ++i) {
+      const auto& a = actions[i];
       switch (a.kind) {
         case schedule::ActionKind::Advance:
           z = call.stepper.integrate(z, pos, pos + a.arg);
@@ -180,7 +206,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
           TORCH_CHECK(false, "anode: internal error: unexpected action in a forward schedule");
       }
     }
-    TORCH_CHECK(pos == call.stepper.grid().steps,
+    TORCH_CHECK(!to_end || pos == call.stepper.grid().steps,
                 "anode: internal error: the forward schedule ended at step ", pos);
     return z;
   }
@@ -189,7 +215,8 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
   static torch::autograd::variable_list backward_binomial(const Call& call, const torch::Tensor& z0,
                                                           const torch::Tensor& grad_out,
                                                           const std::vector<torch::Tensor>& params,
-                                                          const std::vector<bool>& need) {
+                                                          const std::vector<bool>& need,
+                                                          std::vector<Call::Snapshot> slots) {
     const int64_t n_steps = call.stepper.grid().steps;
     torch::Tensor z;  // the current state z_pos
     int64_t pos = -1;
@@ -197,7 +224,6 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     int64_t next_reverse = n_steps - 1;
     std::vector<torch::Tensor> param_grads(params.size());
     std::vector<torch::Tensor> inputs;
-    std::vector<Call::Snapshot> slots = call.slots;  // backward may overwrite slots
     slots[0] = call.start;
     slots[0].z = z0;
     for (const auto& a : call.plan.backward) {
