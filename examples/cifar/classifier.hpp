@@ -1,0 +1,47 @@
+#pragma once
+// The interface the training loop sees: an image classifier whose ODE blocks can be listed and
+// reconfigured. ResNetODE and SqNxtODE implement it, so one binary trains either.
+
+#include <anode/options.hpp>
+
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include <cstdint>
+#include <functional>
+
+namespace cifar {
+
+/// An image classifier with anode ODE blocks: [B, 3, H, W] -> [B, num_classes] logits.
+class ClassifierImpl : public torch::nn::Module {
+ public:
+  virtual torch::Tensor forward(torch::Tensor x) = 0;
+  /// Calls `f` on the options of every ODE block, in forward order (e.g. to change the solver
+  /// between training and evaluation, or to inspect it).
+  virtual void for_each_ode_options(const std::function<void(anode::ODEBlockOptions&)>& f) = 0;
+
+ protected:
+  using torch::nn::Module::Module;
+};
+
+/// Number of scalar parameters (what Python's sum(p.numel() for p in m.parameters()) counts).
+inline int64_t count_parameters(const torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+
+/// Number of scalar buffer entries (BatchNorm statistics and batch counters).
+inline int64_t count_buffers(const torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& b : m.buffers()) n += b.numel();
+  return n;
+}
+
+/// `channels * width`, truncated like the official code's int(width_x * channels), at least 1.
+inline int64_t scaled(int64_t channels, double width) {
+  const auto c = static_cast<int64_t>(static_cast<double>(channels) * width);
+  return c < 1 ? 1 : c;
+}
+
+}  // namespace cifar

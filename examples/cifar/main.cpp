@@ -1,0 +1,111 @@
+// anode-cifar: trains ResNet18-ODE or SqueezeNext-23-ODE on CIFAR-10/100 with anode's ODE blocks,
+// the C++ counterpart of the official ANODE train.py. See docs/cifar.md.
+//
+//   anode-cifar --data data/cifar-10-batches-bin --network resnet --width 0.25 --epochs 5
+//   anode-cifar --data DIR --out runs/r18 --resume          # continue after Ctrl-C or a crash
+//   anode-cifar --data DIR --evaluate runs/r18/checkpoint.pt
+
+#include "examples/cifar/trainer.hpp"
+
+#include <torch/torch.h>
+#include <anode/memory.hpp>
+
+#include <atomic>
+#include <csignal>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <string>
+#include <vector>
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+// First Ctrl-C: finish the current batch, save, exit. Second: the default action (exit now); the
+// checkpoint on disk is still whole, since it is only ever replaced by a rename.
+extern "C" void on_sigint(int) {
+  g_stop.store(true);
+  std::signal(SIGINT, SIG_DFL);
+}
+
+int evaluate(const cifar::Config& cli) {
+  const auto meta = cifar::read_meta(cli.evaluate);
+  cifar::Config c = cifar::config_from_meta(cli, meta);
+  c.limit = 0;
+  auto test = cifar::load_split(c.data, c.dataset, /*train=*/false);
+  // The trainer wants a training split; the test split stands in, it is never trained on.
+  cifar::Trainer trainer(c, test, test);
+  trainer.load_weights(c.evaluate);
+  std::cout << "checkpoint " << c.evaluate << ": ";
+  trainer.model().pretty_print(std::cout);
+  std::cout << "\n";
+  const auto e = trainer.evaluate(trainer.test_split(), &g_stop);
+  if (e.interrupted) return 130;
+  std::cout << std::fixed << std::setprecision(4) << "test loss " << e.loss << "  accuracy "
+            << std::setprecision(2) << 100 * e.accuracy << "% on " << e.images << " images\n";
+  return 0;
+}
+
+int train(const cifar::Config& c) {
+  std::filesystem::create_directories(c.out);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto train_split = cifar::load_split(c.data, c.dataset, /*train=*/true);
+  auto test_split = cifar::load_split(c.data, c.dataset, /*train=*/false);
+  const double load_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  cifar::Trainer trainer(c, train_split, test_split);
+  std::cout << "anode-cifar: " << cifar::to_string(c.dataset) << " " << trainer.train_split().size()
+            << " train / " << trainer.test_split().size() << " test images (loaded in " << load_s
+            << " s), device " << trainer.device() << ", " << torch::get_num_threads()
+            << " threads, " << c.workers << " loader threads\n"
+            << "model: ";
+  trainer.model().pretty_print(std::cout);
+  std::cout << ", " << cifar::count_parameters(trainer.model()) << " parameters\n";
+  if (c.resume) {
+    trainer.resume();
+    std::cout << "resumed from " << trainer.checkpoint_path() << " at epoch "
+              << trainer.state().epoch << ", batch " << trainer.state().batch << "\n";
+  }
+  if (!trainer.run(&g_stop)) {
+    std::cout << "\ninterrupted: saved " << trainer.checkpoint_path() << " (epoch "
+              << trainer.state().epoch << ", batch " << trainer.state().batch
+              << "); continue with the same options and --resume\n";
+    return 130;
+  }
+  std::cout << "done: best test accuracy " << std::fixed << std::setprecision(2)
+            << 100 * trainer.state().best_acc << "%, log " << trainer.log_path() << ", checkpoint "
+            << trainer.checkpoint_path() << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  cifar::Config config;
+  try {
+    config = cifar::parse_args(std::vector<std::string>(argv + 1, argv + argc));
+    if (config.help) {
+      std::cout << cifar::usage();
+      return 0;
+    }
+    cifar::device_of(config);  // a bad --device is a usage error, reported before any work
+  } catch (const cifar::UsageError& e) {
+    std::cerr << "anode-cifar: " << e.what() << "\n\n" << cifar::usage();
+    return 2;
+  }
+  anode::memory::install_cpu_meter();  // before any tensor, so the peaks count everything
+  if (config.threads > 0) torch::set_num_threads(static_cast<int>(config.threads));
+  std::signal(SIGINT, on_sigint);
+  try {
+    return config.evaluate.empty() ? train(config) : evaluate(config);
+  } catch (const c10::Error& e) {
+    std::cerr << "anode-cifar: " << e.what_without_backtrace() << "\n";
+  } catch (const cifar::UsageError& e) {
+    std::cerr << "anode-cifar: " << e.what() << "\n\n" << cifar::usage();
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "anode-cifar: " << e.what() << "\n";
+  }
+  return 1;
+}

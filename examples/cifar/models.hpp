@@ -1,0 +1,51 @@
+#pragma once
+// Builds either network from a name, for the command line and the checkpoint loader.
+
+#include "examples/cifar/classifier.hpp"
+#include "examples/cifar/resnet_ode.hpp"
+#include "examples/cifar/sqnxt_ode.hpp"
+
+#include <anode/options.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace cifar {
+
+/// Everything that determines a model's architecture and solver.
+struct ModelSpec {
+  std::string network = "resnet";  ///< "resnet" (ResNet18-ODE) or "sqnxt" (SqNxt-23-ODE)
+  int64_t num_classes = 10;
+  double width = 1.0;
+  std::vector<int64_t> blocks;  ///< empty: the network's default
+  anode::ODEBlockOptions ode;
+};
+
+/// The blocks per stage a network uses when none are given.
+inline std::vector<int64_t> default_blocks(const std::string& network) {
+  if (network == "sqnxt") return {6, 6, 8, 1};
+  return {2, 2, 2, 2};
+}
+
+/// Constructs the network `spec.network` names; throws on an unknown name.
+inline std::shared_ptr<ClassifierImpl> make_model(const ModelSpec& spec) {
+  const auto blocks = spec.blocks.empty() ? default_blocks(spec.network) : spec.blocks;
+  if (spec.network == "resnet") {
+    return std::make_shared<ResNetODEImpl>(ResNetODEOptions()
+                                               .num_classes(spec.num_classes)
+                                               .width(spec.width)
+                                               .blocks(blocks)
+                                               .ode(spec.ode));
+  }
+  if (spec.network == "sqnxt") {
+    return std::make_shared<SqNxtODEImpl>(SqNxtODEOptions()
+                                              .num_classes(spec.num_classes)
+                                              .width(spec.width)
+                                              .blocks(blocks)
+                                              .ode(spec.ode));
+  }
+  TORCH_CHECK(false, "unknown network '", spec.network, "'; expected resnet or sqnxt");
+}
+
+}  // namespace cifar

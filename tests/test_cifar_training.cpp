@@ -1,0 +1,409 @@
+// The CIFAR example's models and training loop: output shapes, parameter counts against the
+// official Python models, gradients of the ODE blocks inside the full networks, a two-step training
+// run per gradient mode, checkpoints and exact resumption. Widths are tiny so that every test runs
+// in a few seconds on a CPU.
+
+#include "examples/cifar/models.hpp"
+#include "examples/cifar/synthetic.hpp"
+#include "examples/cifar/trainer.hpp"
+#include "support/testing.hpp"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <atomic>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+using cifar::Kind;
+
+namespace {
+
+cifar::ModelSpec spec(const std::string& network, double width, int64_t classes = 10,
+                      std::vector<int64_t> blocks = {}) {
+  cifar::ModelSpec s;
+  s.network = network;
+  s.width = width;
+  s.num_classes = classes;
+  s.blocks = std::move(blocks);
+  return s;
+}
+
+/// A fresh temporary directory per test with a small synthetic CIFAR-10 in it.
+class CifarTraining : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    torch::manual_seed(0);
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    std::string name = std::string(info->test_suite_name()) + "_" + info->name();
+    for (auto& ch : name)
+      if (ch == '/') ch = '_';
+    dir = fs::temp_directory_path() / ("anode_cifar_" + name + "_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    cifar::write_synthetic(dir / "data", Kind::Cifar10, 24, 8);
+    train = cifar::load_split((dir / "data").string(), Kind::Cifar10, true);
+    test = cifar::load_split((dir / "data").string(), Kind::Cifar10, false);
+  }
+  void TearDown() override { fs::remove_all(dir); }
+
+  /// ResNet18-ODE at 1/16 width (4-8-16-32 channels), 3 batches of 8 per epoch.
+  cifar::Config config(const std::string& out, int64_t epochs = 2) const {
+    cifar::Config c;
+    c.data = (dir / "data").string();
+    c.width = 0.0625;
+    c.epochs = epochs;
+    c.batch_size = 8;
+    c.workers = 2;
+    c.seed = 3;
+    c.out = (dir / out).string();
+    c.progress = false;
+    return c;
+  }
+
+  fs::path dir;
+  cifar::Split train, test;
+};
+
+std::vector<torch::Tensor> snapshot(const torch::nn::Module& m) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : m.parameters()) out.push_back(p.detach().clone());
+  for (const auto& b : m.buffers()) out.push_back(b.detach().clone());
+  return out;
+}
+
+bool all_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (!torch::equal(a[i], b[i])) return false;
+  return true;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Models
+
+// The Python numbers: sum(p.numel() for p in net.parameters()) (and the same over buffers) of the
+// official models/resnet.py and models/sqnxt.py (github.com/amirgholami/anode), built with
+// torch 1.13; scripts/cifar_param_counts.sh reproduces them from a checkout of that repository.
+struct CountCase {
+  const char* network;
+  double width;
+  int64_t classes;
+  std::vector<int64_t> blocks;
+  int64_t python_parameters;
+  int64_t python_buffers;  // -1: not compared
+};
+
+class CifarParameterCount : public ::testing::TestWithParam<CountCase> {};
+
+TEST_P(CifarParameterCount, MatchesTheOfficialPythonModel) {
+  const auto& c = GetParam();
+  auto model = cifar::make_model(spec(c.network, c.width, c.classes, c.blocks));
+  EXPECT_EQ(cifar::count_parameters(*model), c.python_parameters);
+  if (c.python_buffers >= 0) {
+    EXPECT_EQ(cifar::count_buffers(*model), c.python_buffers);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Official, CifarParameterCount,
+    ::testing::Values(
+        // ResNet18(ODEBlock)
+        CountCase{"resnet", 1.0, 10, {}, 11173962, 9620},
+        // ResNet(BasicBlock, [2, 2, 2, 2], num_classes=100)
+        CountCase{"resnet", 1.0, 100, {}, 11220132, -1},
+        // SqueezeNext(1.0, [6, 6, 8, 1], 10): SqNxt-23 as the paper and issue describe it
+        CountCase{"sqnxt", 1.0, 10, {}, 738234, 13076},
+        // SqueezeNext(1.0, [6, 6, 8, 1], 100)
+        CountCase{"sqnxt", 1.0, 100, {}, 749844, -1},
+        // SqueezeNext(0.5, [6, 6, 8, 1], 10): the official width_x
+        CountCase{"sqnxt", 0.5, 10, {}, 190178, 6596},
+        // SqNxt_23_1x(10): what the official train.py builds, blocks [2, 2, 2, 2]
+        CountCase{"sqnxt", 1.0, 10, {2, 2, 2, 2}, 461466, 6670},
+        // SqueezeNext(0.5, [2, 2, 2, 2], 10)
+        CountCase{"sqnxt", 0.5, 10, {2, 2, 2, 2}, 118610, 3358}));
+
+TEST(CifarModels, OutputShapesAtTinyWidth) {
+  torch::manual_seed(0);
+  for (const char* net : {"resnet", "sqnxt"}) {
+    for (int64_t classes : {10, 100}) {
+      auto model = cifar::make_model(spec(net, 0.125, classes));
+      auto y = model->forward(torch::randn({3, 3, 32, 32}));
+      EXPECT_EQ(y.sizes(), (std::vector<int64_t>{3, classes})) << net;
+      EXPECT_TRUE(torch::isfinite(y).all().item<bool>()) << net;
+    }
+  }
+}
+
+TEST(CifarModels, OdeBlocksFollowTheOfficialLayout) {
+  int count = 0;
+  auto resnet = cifar::make_model(spec("resnet", 0.25));
+  resnet->for_each_ode_options([&](anode::ODEBlockOptions&) { ++count; });
+  EXPECT_EQ(count, 4);  // one per stage for [2, 2, 2, 2]
+  count = 0;
+  auto sqnxt = cifar::make_model(spec("sqnxt", 0.25));
+  sqnxt->for_each_ode_options([&](anode::ODEBlockOptions&) { ++count; });
+  EXPECT_EQ(count, 5 + 5 + 7 + 1);  // max(1, blocks - 1) per stage for [6, 6, 8, 1]
+  // The ResNet right-hand side has no shortcut: two 3x3 convs and two BNs at the stage width.
+  auto rhs = cifar::ResNetRHS(16);
+  EXPECT_EQ(cifar::count_parameters(*rhs), 2 * 16 * 16 * 9 + 2 * 2 * 16);
+  // The SqueezeNext right-hand side at width 32: 32->16->8->16->16->32, biased convs.
+  auto sq = cifar::SqnxtRHS(32);
+  const int64_t convs =
+      (32 * 16 + 16) + (16 * 8 + 8) + (8 * 16 * 3 + 16) + (16 * 16 * 3 + 16) + (16 * 32 + 32);
+  EXPECT_EQ(cifar::count_parameters(*sq), convs + 2 * (16 + 8 + 16 + 16 + 32));
+}
+
+TEST(CifarModels, SolverOptionsReachEveryBlock) {
+  auto s = spec("resnet", 0.0625);
+  s.ode = anode::ODEBlockOptions()
+              .method(anode::Method::RK4)
+              .steps(3)
+              .gradient(anode::Gradient::Adjoint);
+  auto model = cifar::make_model(s);
+  int n = 0;
+  model->for_each_ode_options([&](anode::ODEBlockOptions& o) {
+    EXPECT_EQ(o.method(), anode::Method::RK4);
+    EXPECT_EQ(o.steps(), 3);
+    EXPECT_EQ(o.gradient(), anode::Gradient::Adjoint);
+    ++n;
+  });
+  EXPECT_EQ(n, 4);
+}
+
+// ANODE's gradient through the whole network equals plain backpropagation's, and the BatchNorm
+// statistics inside the ODE blocks are updated once per forward, as with backprop.
+TEST(CifarModels, AnodeGradientEqualsBackpropInBothNetworks) {
+  for (const char* net : {"resnet", "sqnxt"}) {
+    auto x = torch::randn({4, 3, 32, 32});
+    auto y = torch::tensor({0, 3, 5, 9});
+    std::vector<std::vector<torch::Tensor>> grads, buffers;
+    for (auto g : {anode::Gradient::Backprop, anode::Gradient::Anode}) {
+      auto s = spec(net, 0.125);
+      s.ode = anode::ODEBlockOptions().method(anode::Method::RK2).steps(2).gradient(g);
+      torch::manual_seed(1);
+      auto model = cifar::make_model(s);
+      model->train();
+      torch::nn::functional::cross_entropy(model->forward(x), y).backward();
+      std::vector<torch::Tensor> gs;
+      for (auto& p : model->parameters()) gs.push_back(p.grad().clone());
+      grads.push_back(gs);
+      buffers.push_back(snapshot(*model));
+    }
+    EXPECT_LT(anode_test::max_rel_err(grads[1], grads[0]), 1e-4) << net;
+    EXPECT_LT(anode_test::max_rel_err(buffers[1], buffers[0]), 1e-6) << net;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training
+
+class CifarSmoke : public CifarTraining, public ::testing::WithParamInterface<anode::Gradient> {};
+
+TEST_P(CifarSmoke, TwoStepsTrainEveryParameterGroupAndWriteLogAndCheckpoint) {
+  anode::memory::install_cpu_meter();
+  auto c = config("out", 1);
+  c.gradient = GetParam();
+  train = train.first(16);  // two batches of 8
+  cifar::Trainer trainer(c, train, test);
+  const auto before = snapshot(trainer.model());
+  std::vector<double> losses;
+  trainer.on_batch = [&](int64_t, double loss) { losses.push_back(loss); };
+  std::ostringstream log;
+  ASSERT_TRUE(trainer.run(nullptr, log));
+
+  ASSERT_EQ(losses.size(), 2u);
+  for (double l : losses) EXPECT_TRUE(std::isfinite(l) && l > 0 && l < 10) << l;
+  // Every parameter moved, those inside the ODE blocks included.
+  auto params = trainer.model().named_parameters();
+  size_t i = 0;
+  int ode_params = 0;
+  for (const auto& p : params) {
+    EXPECT_FALSE(torch::equal(p.value(), before[i++])) << p.key() << " did not change";
+    ode_params += p.key().find(".func.") != std::string::npos;
+  }
+  EXPECT_GT(ode_params, 0);
+  EXPECT_EQ(trainer.state().epoch, 2);
+  EXPECT_TRUE(fs::exists(trainer.checkpoint_path()));
+  EXPECT_FALSE(fs::exists(trainer.checkpoint_path() + ".tmp"));
+  std::ifstream csv(trainer.log_path());
+  std::string header, row;
+  std::getline(csv, header);
+  std::getline(csv, row);
+  EXPECT_EQ(header, cifar::CsvLog::kHeader);
+  EXPECT_EQ(row.substr(0, 6), "1,0.1,");
+  EXPECT_NE(log.str().find("epoch 1/1"), std::string::npos) << log.str();
+  // Peak memory is measured (the meter is installed above).
+  const double peak = std::stod(row.substr(row.rfind(',') + 1));
+  EXPECT_GT(peak, 0.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Gradients, CifarSmoke,
+                         ::testing::Values(anode::Gradient::Backprop, anode::Gradient::Anode,
+                                           anode::Gradient::Adjoint),
+                         [](const ::testing::TestParamInfo<anode::Gradient>& i) {
+                           return std::string(anode::to_string(i.param));
+                         });
+
+TEST_F(CifarTraining, SqueezeNextTrainsTwoSteps) {
+  auto c = config("out", 1);
+  c.network = "sqnxt";
+  c.width = 0.125;
+  c.method = anode::Method::RK2;
+  train = train.first(16);
+  cifar::Trainer trainer(c, train, test);
+  const auto before = snapshot(trainer.model());
+  cifar::EpochRecord r;
+  ASSERT_TRUE(trainer.run_epoch(&r));
+  EXPECT_TRUE(std::isfinite(r.train_loss));
+  EXPECT_GE(r.train_acc, 0.0);
+  // (No claim on the test loss: after two steps the BatchNorm running statistics of 18 ODE blocks
+  // are far from converged, and evaluation-mode activations can overflow, as in the Python model.)
+  EXPECT_FALSE(all_equal(before, snapshot(trainer.model())));
+}
+
+TEST_F(CifarTraining, LearnsTheSyntheticClasses) {
+  // A sanity check of the whole loop (not a benchmark): 6 epochs on 24 easy images fit them well.
+  auto c = config("out", 6);
+  c.lr = 0.05;
+  cifar::Trainer trainer(c, train, test);
+  cifar::EpochRecord first, last;
+  ASSERT_TRUE(trainer.run_epoch(&first));
+  for (int e = 2; e <= 6; ++e) ASSERT_TRUE(trainer.run_epoch(&last));
+  EXPECT_LT(last.train_loss, first.train_loss);
+  EXPECT_GT(last.train_acc, 0.3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints and resumption
+
+TEST_F(CifarTraining, ResumedRunEqualsTheUninterruptedOne) {
+  // Uninterrupted: two epochs.
+  cifar::Trainer a(config("a"), train, test);
+  cifar::EpochRecord a1, a2;
+  ASSERT_TRUE(a.run_epoch(&a1));
+  ASSERT_TRUE(a.run_epoch(&a2));
+
+  // Interrupted after epoch 1: a new process would build a new trainer and resume.
+  {
+    cifar::Trainer b(config("b"), train, test);
+    cifar::EpochRecord b1;
+    ASSERT_TRUE(b.run_epoch(&b1));
+    EXPECT_EQ(b1.train_loss, a1.train_loss);
+  }
+  auto cb = config("b");
+  cifar::Trainer b(cb, train, test);
+  torch::manual_seed(1234);  // whatever happened in between, the checkpoint restores the generator
+  b.resume();
+  EXPECT_EQ(b.state().epoch, 2);
+  cifar::EpochRecord b2;
+  ASSERT_TRUE(b.run_epoch(&b2));
+
+  EXPECT_EQ(b2.train_loss, a2.train_loss);  // bitwise: same data, same order, same arithmetic
+  EXPECT_EQ(b2.train_acc, a2.train_acc);
+  EXPECT_EQ(b2.test_loss, a2.test_loss);
+  EXPECT_TRUE(all_equal(snapshot(a.model()), snapshot(b.model())));
+  // And the resumption did something: epoch 2 differs from epoch 1.
+  EXPECT_NE(a2.train_loss, a1.train_loss);
+}
+
+TEST_F(CifarTraining, InterruptedMidEpochResumesAtTheSameBatch) {
+  cifar::Trainer a(config("a"), train, test);
+  std::vector<double> a_losses;
+  a.on_batch = [&](int64_t, double l) { a_losses.push_back(l); };
+  std::ostringstream sink;
+  ASSERT_TRUE(a.run(nullptr, sink));
+
+  // Stop (as SIGINT does) after the 2nd batch of epoch 2: the trainer saves and returns false.
+  std::atomic<bool> stop{false};
+  std::vector<double> b_losses;
+  {
+    cifar::Trainer b(config("b"), train, test);
+    b.on_batch = [&](int64_t batch, double l) {
+      b_losses.push_back(l);
+      if (b.state().epoch == 2 && batch == 1) stop = true;
+    };
+    ASSERT_FALSE(b.run(&stop, sink));
+    EXPECT_EQ(b.state().epoch, 2);
+    EXPECT_EQ(b.state().batch, 2);
+  }
+  cifar::Trainer b(config("b"), train, test);
+  b.resume();
+  EXPECT_EQ(b.state().batch, 2);
+  b.on_batch = [&](int64_t, double l) { b_losses.push_back(l); };
+  ASSERT_TRUE(b.run(nullptr, sink));
+
+  ASSERT_EQ(a_losses.size(), 6u);
+  EXPECT_EQ(b_losses, a_losses);  // every batch loss, bitwise
+  EXPECT_TRUE(all_equal(snapshot(a.model()), snapshot(b.model())));
+  // The log has each epoch once, and the same rows as the uninterrupted run's except the times.
+  auto rows = [](const std::string& path) {
+    std::ifstream in(path);
+    std::vector<std::string> out;
+    for (std::string l; std::getline(in, l);) {
+      // epoch, lr, train loss/acc, test loss/acc: the first six fields.
+      size_t pos = 0;
+      for (int k = 0; k < 6; ++k) pos = l.find(',', pos) + 1;
+      out.push_back(l.substr(0, pos));
+    }
+    return out;
+  };
+  EXPECT_EQ(rows(b.log_path()), rows(a.log_path()));
+  EXPECT_EQ(rows(b.log_path()).size(), 3u);
+}
+
+TEST_F(CifarTraining, ResumeRefusesDifferentSettings) {
+  cifar::Trainer a(config("a", 1), train, test);
+  ASSERT_TRUE(a.run_epoch(nullptr));
+  auto c = config("a", 1);
+  c.width = 0.125;
+  cifar::Trainer b(c, train, test);
+  ANODE_ASSERT_THROWS_WITH(b.resume(),
+                           "was written with --width 0.0625, but this run has --width 0.125");
+  auto d = config("missing", 1);
+  cifar::Trainer e(d, train, test);
+  ANODE_ASSERT_THROWS_WITH(e.resume(), "checkpoint.pt' not found");
+}
+
+TEST_F(CifarTraining, CheckpointRebuildsTheModelForEvaluation) {
+  auto c = config("a", 1);
+  c.network = "sqnxt";
+  c.width = 0.125;
+  c.blocks = {2, 2, 2, 2};
+  c.method = anode::Method::RK2;
+  cifar::Trainer a(c, train, test);
+  cifar::EpochRecord r;
+  ASSERT_TRUE(a.run_epoch(&r));
+
+  // What --evaluate does: only the data and the file on the command line.
+  cifar::Config cli;
+  cli.data = c.data;
+  cli.evaluate = a.checkpoint_path();
+  cli.progress = false;
+  const auto rebuilt = cifar::config_from_meta(cli, cifar::read_meta(cli.evaluate));
+  EXPECT_EQ(rebuilt.network, "sqnxt");
+  EXPECT_EQ(rebuilt.width, 0.125);
+  EXPECT_EQ(rebuilt.blocks, (std::vector<int64_t>{2, 2, 2, 2}));
+  EXPECT_EQ(rebuilt.method, anode::Method::RK2);
+  cifar::Trainer e(rebuilt, test, test);
+  e.load_weights(cli.evaluate);
+  const auto ev = e.evaluate(test);
+  EXPECT_EQ(ev.images, 8);
+  EXPECT_NEAR(ev.loss, r.test_loss, 1e-6);
+  EXPECT_NEAR(ev.accuracy, r.test_acc, 1e-12);
+
+  // A checkpoint does not load into a different architecture.
+  auto wrong = rebuilt;
+  wrong.width = 0.25;
+  cifar::Trainer w(wrong, test, test);
+  ANODE_ASSERT_THROWS_WITH(w.load_weights(cli.evaluate),
+                           "does not fit this model: 'conv1.weight' has shape [8, 3, 3, 3] there "
+                           "and [16, 3, 3, 3] here");
+  ANODE_ASSERT_THROWS_WITH(cifar::read_meta((dir / "nothing.pt").string()), "not found");
+}
