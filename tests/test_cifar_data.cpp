@@ -391,6 +391,7 @@ TEST(CifarCli, EveryOptionIsParsed) {
                   "anode",
                   "--checkpoints",
                   "1",
+                  "--keep-forward-checkpoints",
                   "--epochs",
                   "7",
                   "--batch-size",
@@ -443,6 +444,8 @@ TEST(CifarCli, EveryOptionIsParsed) {
   EXPECT_EQ(spec.ode.steps(), 3);
   EXPECT_EQ(spec.ode.method(), anode::Method::RK4);
   EXPECT_EQ(spec.ode.checkpoints(), 1);
+  EXPECT_TRUE(spec.ode.keep_forward_checkpoints());
+  EXPECT_FALSE(parse({"--data", "d"}).model_spec().ode.keep_forward_checkpoints());
 }
 
 TEST(CifarCli, BadOptionsNameTheOptionAndTheValue) {
@@ -473,6 +476,8 @@ TEST(CifarCli, BadOptionsNameTheOptionAndTheValue) {
   ANODE_ASSERT_THROWS_WITH(parse({"--epochs", "3"}), "option --data is required");
   ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--gradient", "backprop", "--checkpoints", "2"}),
                            "option --checkpoints 2 needs --gradient anode");
+  ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--keep-forward-checkpoints"}),
+                           "option --keep-forward-checkpoints needs --checkpoints K >= 1");
   EXPECT_TRUE(parse({"--help"}).help);
   EXPECT_NE(cifar::usage().find("--evaluate"), std::string::npos);
 }

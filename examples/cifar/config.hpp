@@ -34,6 +34,7 @@ struct Config {
   int64_t nt = 2;                               ///< --nt N (steps per ODE block)
   anode::Gradient gradient = anode::Gradient::Anode;  ///< --gradient anode|backprop|adjoint
   int64_t checkpoints = 0;                            ///< --checkpoints K (binomial, Anode only)
+  bool keep_forward_checkpoints = false;              ///< --keep-forward-checkpoints
   int64_t epochs = 350;                               ///< --epochs N
   int64_t batch_size = 256;                           ///< --batch-size N
   double lr = 0.1;                                    ///< --lr X (scheduled, see lr_at)
@@ -58,8 +59,12 @@ struct Config {
     m.num_classes = layout(dataset).num_classes;
     m.width = width;
     m.blocks = blocks;
-    m.ode = anode::ODEBlockOptions().method(method).steps(nt).gradient(gradient).checkpoints(
-        checkpoints);
+    m.ode = anode::ODEBlockOptions()
+                .method(method)
+                .steps(nt)
+                .gradient(gradient)
+                .checkpoints(checkpoints)
+                .keep_forward_checkpoints(keep_forward_checkpoints);
     return m;
   }
 };
@@ -85,6 +90,9 @@ ODE solver
   --nt N                time steps per ODE block                         [2]
   --gradient NAME       anode | backprop | adjoint                       [anode]
   --checkpoints K       anode only: keep K states per block (binomial); 0 keeps all [0]
+  --keep-forward-checkpoints
+                        with --checkpoints: store them in the forward pass (faster,
+                        K states per block instead of K in all)
 training
   --epochs N            epochs                                           [350]
   --batch-size N        batch size                                       [256]
@@ -224,6 +232,9 @@ inline Config parse_args(const std::vector<std::string>& args) {
     } else if (opt == "--out") {
       c.out = next();
       if (c.out.empty()) throw UsageError("option --out needs a directory, got ''");
+    } else if (opt == "--keep-forward-checkpoints") {
+      flag();
+      c.keep_forward_checkpoints = true;
     } else if (opt == "--resume") {
       flag();
       c.resume = true;
@@ -244,6 +255,8 @@ inline Config parse_args(const std::vector<std::string>& args) {
   if (c.checkpoints > 0 && c.gradient != anode::Gradient::Anode)
     throw UsageError("option --checkpoints " + std::to_string(c.checkpoints) +
                      " needs --gradient anode, got --gradient " + anode::to_string(c.gradient));
+  if (c.keep_forward_checkpoints && c.checkpoints == 0)
+    throw UsageError("option --keep-forward-checkpoints needs --checkpoints K >= 1");
   if (c.resume && !c.evaluate.empty())
     throw UsageError("options --resume and --evaluate exclude each other");
   return c;
