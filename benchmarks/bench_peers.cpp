@@ -146,18 +146,13 @@ int main(int argc, char** argv) try {
           for (int64_t i = 1; i < warmup; ++i) warm = step().total_s;
           const int reps = ab::repeats_for(warm, static_cast<int>(min_repeats),
                                            static_cast<int>(max_repeats), budget);
-          std::vector<double> t_total, t_fwd, t_bwd;
-          for (int i = 0; i < reps; ++i) {
-            s = step();
-            t_total.push_back(s.total_s * 1e3);
-            t_fwd.push_back(s.forward_s * 1e3);
-            t_bwd.push_back(s.backward_s * 1e3);
-            peak = ab::max_of(peak, s.peak);
-          }
-          n = t_total.size();
-          total = ab::summarize(t_total);
-          fwd = ab::summarize(t_fwd);
-          bwd = ab::summarize(t_bwd);
+          const auto timed = ab::time_steps(step, reps, peak);
+          s = timed.last;
+          peak = timed.peak;
+          n = timed.n;
+          total = timed.total;
+          fwd = timed.forward;
+          bwd = timed.backward;
         } else {
           peak = s.peak;
         }

@@ -92,22 +92,18 @@ void run_point(const Point& p, const std::vector<ab::Mode>& modes, const Config&
       auto x = ab::det_values(state_shape, 7, 1.0).to(c.device);
       auto target = ab::det_values(state_shape, 11, 1.0).to(c.device);
       torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(1e-4));
-      std::vector<double> t_total, t_fwd, t_bwd;
       double warm = 0;
       for (int64_t i = 0; i < c.warmup; ++i) warm = ab::train_step(net, opt, x, target).total_s;
       const int n = ab::repeats_for(warm, static_cast<int>(c.min_repeats),
                                     static_cast<int>(c.max_repeats), c.budget_s);
-      for (int i = 0; i < n; ++i) {
-        last = ab::train_step(net, opt, x, target);
-        t_total.push_back(last.total_s * 1e3);
-        t_fwd.push_back(last.forward_s * 1e3);
-        t_bwd.push_back(last.backward_s * 1e3);
-        peak = ab::max_of(peak, last.peak);
-      }
-      repeats = t_total.size();
-      total = ab::summarize(t_total);
-      fwd = ab::summarize(t_fwd);
-      bwd = ab::summarize(t_bwd);
+      const auto timed =
+          ab::time_steps([&] { return ab::train_step(net, opt, x, target); }, n, peak);
+      last = timed.last;
+      peak = timed.peak;
+      repeats = timed.n;
+      total = timed.total;
+      fwd = timed.forward;
+      bwd = timed.backward;
     } catch (const std::exception& e) {
       status = std::string("error: ") + e.what();
       status = status.substr(0, status.find('\n'));

@@ -417,6 +417,31 @@ TEST(HarnessNetwork, RepeatsFollowTheBudget) {
   EXPECT_EQ(ab::repeats_for(0.0, 1, 7, 3.0), 7);
 }
 
+TEST(HarnessNetwork, TimedStepsSummariseEachPhaseAndKeepTheHighestPeak) {
+  int call = 0;
+  auto fake = [&] {
+    ab::StepSample s;
+    ++call;
+    s.forward_s = 0.001 * call;  // 1, 2, 3 ms
+    s.backward_s = 0.010 * call;
+    s.total_s = 0.100 * call;
+    s.peak.tensor_bytes = call == 2 ? 500 : 100;
+    s.evals_forward = call;
+    return s;
+  };
+  ab::RegionPeak warm;
+  warm.tensor_bytes = 300;
+  const auto r = ab::time_steps(fake, 3, warm);
+  EXPECT_EQ(call, 3);
+  EXPECT_EQ(r.n, 3u);
+  EXPECT_DOUBLE_EQ(r.forward.median, 2.0);
+  EXPECT_DOUBLE_EQ(r.backward.median, 20.0);
+  EXPECT_DOUBLE_EQ(r.total.median, 200.0);
+  EXPECT_EQ(r.peak.tensor_bytes, 500);
+  EXPECT_EQ(r.peak.heap_bytes, -1);  // never metered stays "no meter"
+  EXPECT_EQ(r.last.evals_forward, 3);
+}
+
 TEST(HarnessNetwork, ChainCountsEvaluationsAndFlattensGradients) {
   anode::memory::install_cpu_meter();
   const auto opts = anode::ODEBlockOptions()

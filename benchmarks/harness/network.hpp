@@ -7,6 +7,7 @@
 
 #include "meters.hpp"
 #include "models.hpp"
+#include "stats.hpp"
 
 #include <chrono>
 #include <cmath>
@@ -139,6 +140,36 @@ StepSample train_step(Net& net, torch::optim::Optimizer& opt, const torch::Tenso
 inline int repeats_for(double warmup_s, int min_repeats, int max_repeats, double budget_s) {
   int n = warmup_s > 0 ? static_cast<int>(budget_s / warmup_s) : max_repeats;
   return std::max(min_repeats, std::min(max_repeats, n));
+}
+
+/// The figures of n timed steps: medians and quartiles of each phase, the highest peak, and the
+/// last step's sample (its RHS evaluation counts).
+struct TimedSteps {
+  Summary total, forward, backward;  ///< milliseconds
+  RegionPeak peak;
+  StepSample last;
+  std::size_t n = 0;
+};
+
+/// Runs `step()` (returning a StepSample) n times and summarises the timings, starting the peak
+/// from `peak` (e.g. the warm-up step's).
+template <class Step>
+TimedSteps time_steps(Step&& step, int n, RegionPeak peak = {}) {
+  TimedSteps r;
+  std::vector<double> total, fwd, bwd;
+  for (int i = 0; i < n; ++i) {
+    r.last = step();
+    total.push_back(r.last.total_s * 1e3);
+    fwd.push_back(r.last.forward_s * 1e3);
+    bwd.push_back(r.last.backward_s * 1e3);
+    peak = max_of(peak, r.last.peak);
+  }
+  r.peak = peak;
+  r.n = total.size();
+  r.total = summarize(total);
+  r.forward = summarize(fwd);
+  r.backward = summarize(bwd);
+  return r;
 }
 
 /// All gradients of a step, flattened: [dL/dx, dL/dtheta_0, dL/dtheta_1, ...] in float64.

@@ -41,11 +41,7 @@ struct AdjointFunction : public torch::autograd::Function<AdjointFunction> {
                                at::TensorList params, c10::intrusive_ptr<Call> call) {
     call->params = params.vec();
     torch::Tensor zN = call->stepper.integrate(z0, 0, call->stepper.grid().steps);
-    // The parameters are saved (no copy) so that autograd reports in-place changes before backward.
-    std::vector<torch::Tensor> saved{zN};
-    saved.insert(saved.end(), params.begin(), params.end());
-    ctx->save_for_backward(saved);
-    detail::save_object(ctx, "call", call);
+    detail::save_for_backward(ctx, zN, params, call);
     return zN;
   }
 

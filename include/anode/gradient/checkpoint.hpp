@@ -91,12 +91,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     }
     call->out_sizes = zN.sizes().vec();
     call->out_dtype = zN.scalar_type();
-    // Saving the parameters too (no copy) makes autograd check in backward that they were not
-    // modified in place since this forward, as it does for Backprop.
-    std::vector<torch::Tensor> saved{z0};
-    saved.insert(saved.end(), params.begin(), params.end());
-    ctx->save_for_backward(saved);
-    detail::save_object(ctx, "call", call);
+    detail::save_for_backward(ctx, z0, params, call);
     return zN;
   }
 
