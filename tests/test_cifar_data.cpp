@@ -44,17 +44,6 @@ using CifarFiles = TempDir;
 using CifarDatasetTest = TempDir;
 using CifarCsv = TempDir;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
 void append_text(const fs::path& p, const std::string& text) {
   std::ofstream out(p, std::ios::app);
   out << text;
@@ -130,7 +119,8 @@ TEST_F(CifarFiles, MissingFileIsNamed) {
 
 TEST_F(CifarFiles, WrongReleaseGetsAHint) {
   cifar::write_synthetic(dir, Kind::Cifar10, 10, 5);
-  const auto msg = error_of([&] { cifar::load_split(dir.string(), Kind::Cifar100, true); });
+  const auto msg =
+      anode_test::error_message([&] { cifar::load_split(dir.string(), Kind::Cifar100, true); });
   EXPECT_NE(msg.find("train.bin' not found"), std::string::npos) << msg;
   EXPECT_NE(msg.find("looks like cifar10"), std::string::npos) << msg;
 }
@@ -138,7 +128,8 @@ TEST_F(CifarFiles, WrongReleaseGetsAHint) {
 TEST_F(CifarFiles, TruncatedFileIsNamed) {
   cifar::write_synthetic(dir, Kind::Cifar10, 10, 5);
   fs::resize_file(dir / "test_batch.bin", 5 * 3073 - 100);
-  const auto msg = error_of([&] { cifar::load_split(dir.string(), Kind::Cifar10, false); });
+  const auto msg =
+      anode_test::error_message([&] { cifar::load_split(dir.string(), Kind::Cifar10, false); });
   EXPECT_NE(msg.find("test_batch.bin"), std::string::npos) << msg;
   EXPECT_NE(msg.find("not a multiple of the 3073-byte record"), std::string::npos) << msg;
 }
@@ -162,7 +153,8 @@ TEST_F(CifarFiles, OutOfRangeLabelIsNamedWithItsRecord) {
   recs[5][0] = 10;
   cifar::write_synthetic(dir, Kind::Cifar10, 10, 5);
   cifar::write_records(dir / "test_batch.bin", recs);
-  const auto msg = error_of([&] { cifar::load_split(dir.string(), Kind::Cifar10, false); });
+  const auto msg =
+      anode_test::error_message([&] { cifar::load_split(dir.string(), Kind::Cifar10, false); });
   EXPECT_NE(msg.find("test_batch.bin' record 5 has label 10, outside [0, 10)"), std::string::npos)
       << msg;
 }
