@@ -114,24 +114,34 @@ TEST_F(Seeded, BackwardEvaluationsAreFewerWithMoreCheckpoints) {
   EXPECT_EQ(anode::schedule::backward_rhs_steps(16, 0), 16 * 17 / 2);
 }
 
-// A memory budget picks k from the state size; too small a budget is a clear error.
+// A memory budget picks k from a measured step cost; too small a budget is a clear error.
 TEST_F(Seeded, MemoryBudgetChoosesCheckpoints) {
   auto x = torch::randn({2, 3, 5, 5}, torch::kDouble);
   const int64_t state = x.numel() * 8;
-  auto opts = anode::ODEBlockOptions().steps(8).memory_budget(40 * state);
-  // Plenty: the whole block trajectory (N_t steps' graphs) fits, so no recomputation at all.
-  EXPECT_EQ(anode::detail::resolve_checkpoints(opts, x), 0);
-  opts.memory_budget(12 * state);  // not the whole trajectory (1 + 8 * 2 states), but 7 slots
-  EXPECT_EQ(anode::detail::resolve_checkpoints(opts, x), 7);
-  opts.memory_budget(5 * state);  // 2 * stages(1) * state for the step + (k+1) states
-  EXPECT_EQ(anode::detail::resolve_checkpoints(opts, x), 2);
-  opts.memory_budget(state);
-  ANODE_ASSERT_THROWS_WITH(anode::detail::resolve_checkpoints(opts, x), "memory_budget");
+  anode::detail::StepCost c;
+  c.state = state;
+  c.graph = 3 * state;
+  c.peak = 5 * state;
+  c.accumulators = 2 * state;
+  c.slot = state;
+  // The whole block: 8 graphs + the backward's transient + accumulators + a world snapshot.
+  const int64_t whole = 8 * 3 * state + 2 * state + 2 * state + state;
+  EXPECT_EQ(anode::detail::backward_bytes(c, 8, 0), whole);
+  EXPECT_EQ(anode::detail::checkpoints_within(c, 8, whole), 0);
+  // k slots + current state + step peak + accumulators + world snapshot.
+  EXPECT_EQ(anode::detail::backward_bytes(c, 8, 3), (3 + 1 + 5 + 2 + 1) * state);
+  EXPECT_EQ(anode::detail::checkpoints_within(c, 8, whole - 1), 7);
+  EXPECT_EQ(anode::detail::checkpoints_within(c, 8, 12 * state), 3);
+  EXPECT_EQ(anode::detail::checkpoints_within(c, 8, 10 * state), 1);
+  ANODE_ASSERT_THROWS_WITH(anode::detail::checkpoints_within(c, 8, 10 * state - 1),
+                           "at least " + std::to_string(10 * state) + " bytes");
+  // One step: nothing to checkpoint, the whole block must fit.
+  ANODE_ASSERT_THROWS_WITH(anode::detail::checkpoints_within(c, 1, 7 * state), "memory_budget");
 
   // And the chosen k gives the exact gradient.
   torch::manual_seed(5);
   anode::ODEBlock<ConvRHSImpl> a(ConvRHS(3),
-                                 anode::ODEBlockOptions().steps(8).memory_budget(5 * state));
+                                 anode::ODEBlockOptions().steps(8).memory_budget(40 * state));
   torch::manual_seed(5);
   anode::ODEBlock<ConvRHSImpl> b(ConvRHS(3),
                                  anode::ODEBlockOptions().steps(8).gradient(Gradient::Backprop));

@@ -17,10 +17,12 @@
 #include <c10/cuda/CUDAFunctions.h>
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
+#include <vector>
 
 namespace anode {
 namespace memory {
@@ -160,7 +162,20 @@ inline void reset_cuda_peak(int device = -1) {
 #endif
 }
 
+class PeakScope;
+
+namespace detail {
+// The scopes open on this thread, innermost last: a scope opened inside another must not lose the
+// outer one's peak when it resets the device's peak counter.
+inline std::vector<PeakScope*>& open_scopes() {
+  thread_local std::vector<PeakScope*> scopes;
+  return scopes;
+}
+}  // namespace detail
+
 /// Measures the peak memory of a region on one device, above what was live when it started.
+/// Scopes nest: an inner scope (anode opens one itself for `memory_budget`) does not lose the
+/// outer scope's peak.
 ///
 /// Example:
 /// ```
@@ -175,26 +190,70 @@ class PeakScope {
     if (device_.is_cpu()) {
       TORCH_CHECK(cpu_meter_installed(),
                   "anode::memory::PeakScope: call anode::memory::install_cpu_meter() first");
-      reset_cpu_peak();
-      baseline_ = cpu_current_bytes();
     } else {
-      TORCH_CHECK(device_.is_cuda(), "anode::memory::PeakScope: unsupported device ", device_);
-      const int index = device_.has_index() ? device_.index() : -1;
-      reset_cuda_peak(index);
-      baseline_ = cuda_current_bytes(index);
+      TORCH_CHECK(device_.is_cuda(), "anode::memory::PeakScope: unsupported device ", device_,
+                  "; the meters measure CPU and CUDA memory");
+#if !defined(ANODE_WITH_CUDA)
+      TORCH_CHECK(false, "anode::memory::PeakScope: device ", device_,
+                  " needs anode built with CUDA (ANODE_WITH_CUDA, set when LibTorch has CUDA); "
+                  "this build can only measure CPU memory");
+#endif
+    }
+    // Resetting the device's peak below would lose what enclosing scopes on the same device have
+    // seen so far: hand it to them first.
+    for (PeakScope* outer : detail::open_scopes()) {
+      if (outer->device_ == device_) outer->carried_ = std::max(outer->carried_, raw_peak());
+    }
+    reset_peak();
+    baseline_ = raw_current();
+    detail::open_scopes().push_back(this);
+  }
+  ~PeakScope() {
+    auto& scopes = detail::open_scopes();
+    for (auto it = scopes.end(); it != scopes.begin();) {
+      --it;
+      if (*it == this) {
+        scopes.erase(it);
+        break;
+      }
     }
   }
+  PeakScope(const PeakScope&) = delete;
+  PeakScope& operator=(const PeakScope&) = delete;
+
   /// Peak bytes above the baseline so far.
   int64_t peak_bytes() const {
-    if (device_.is_cpu()) return cpu_peak_bytes() - baseline_;
-    return cuda_peak_bytes(device_.has_index() ? device_.index() : -1) - baseline_;
+    return std::max(carried_, raw_peak()) - baseline_;
+  }
+  /// Bytes live now above the baseline.
+  int64_t current_bytes() const {
+    return raw_current() - baseline_;
   }
   /// Bytes live at construction.
-  int64_t baseline_bytes() const { return baseline_; }
+  int64_t baseline_bytes() const {
+    return baseline_;
+  }
 
  private:
+  int index() const {
+    return device_.has_index() ? device_.index() : -1;
+  }
+  int64_t raw_peak() const {
+    return device_.is_cpu() ? cpu_peak_bytes() : cuda_peak_bytes(index());
+  }
+  int64_t raw_current() const {
+    return device_.is_cpu() ? cpu_current_bytes() : cuda_current_bytes(index());
+  }
+  void reset_peak() const {
+    if (device_.is_cpu())
+      reset_cpu_peak();
+    else
+      reset_cuda_peak(index());
+  }
+
   c10::Device device_;
   int64_t baseline_ = 0;
+  int64_t carried_ = 0;  // the highest peak seen before an inner scope reset the counter
 };
 
 }  // namespace memory

@@ -2,6 +2,7 @@
 // Options of an ODE block: which Runge-Kutta method, how many steps over which interval, and how
 // the solve is differentiated.
 
+#include <ATen/core/Generator.h>
 #include <c10/util/Exception.h>
 #include <torch/arg.h>
 
@@ -9,6 +10,7 @@
 #include <cstdint>
 #include <ostream>
 #include <string>
+#include <vector>
 
 namespace anode {
 
@@ -119,6 +121,22 @@ struct ODEBlockOptions {
   /// Raise an error naming the step when a NaN or Inf appears in the state (costs a device sync
   /// per step, so it is off by default).
   TORCH_ARG(bool, check_finite) = false;
+  /// `Gradient::Anode`: replay the random numbers the right-hand side drew in the forward pass when
+  /// it is recomputed (dropout masks), as torch.utils.checkpoint's `preserve_rng_state`. Turn it
+  /// off for a right-hand side that draws no random numbers to skip saving generator states; a
+  /// right-hand side that does draw then fails the recompute check with a clear error.
+  TORCH_ARG(bool, preserve_rng_state) = true;
+  /// The generators the right-hand side draws from, replayed when it is recomputed. Empty (the
+  /// default): the default CPU generator and the default generator of the state's device. Name
+  /// them when the right-hand side draws from its own `torch::Generator`, which is also the way to
+  /// keep other threads that draw from the default generator out of the replay.
+  TORCH_ARG(std::vector<at::Generator>, generators) = {};
+  /// `Gradient::Anode`: check in backward that the recomputation reproduced the forward pass
+  /// (the block output, bit for bit, and the generators' states after it) and raise an error that
+  /// says why if it did not, instead of returning the gradient of a different computation. It
+  /// costs one reduction over the block output in forward; turn it off only for a right-hand side
+  /// whose kernels are nondeterministic (e.g. atomics on GPU), whose recompute cannot be bitwise.
+  TORCH_ARG(bool, verify_recompute) = true;
 
  public:
   /// Throws a `c10::Error` naming the offending option and its value.
@@ -139,6 +157,28 @@ struct ODEBlockOptions {
                 checkpoints_);
     TORCH_CHECK(memory_budget_ >= 0,
                 "anode: ODEBlockOptions::memory_budget must be >= 0 bytes, got ", memory_budget_);
+    // Options that shape Gradient::Anode's checkpointing would be silently ignored by the others.
+    if (gradient_ != Gradient::Anode) {
+      TORCH_CHECK(checkpoints_ == 0, "anode: ODEBlockOptions::checkpoints(", checkpoints_,
+                  ") applies to Gradient::Anode only, but gradient is ", to_string(gradient_),
+                  "; set checkpoints(0) or gradient(anode::Gradient::Anode)");
+      TORCH_CHECK(memory_budget_ == 0, "anode: ODEBlockOptions::memory_budget(", memory_budget_,
+                  ") applies to Gradient::Anode only, but gradient is ", to_string(gradient_),
+                  "; set memory_budget(0) or gradient(anode::Gradient::Anode)");
+      TORCH_CHECK(!keep_forward_checkpoints_,
+                  "anode: ODEBlockOptions::keep_forward_checkpoints(true) applies to "
+                  "Gradient::Anode only, but gradient is ",
+                  to_string(gradient_), "; set keep_forward_checkpoints(false)");
+    }
+    TORCH_CHECK(!keep_forward_checkpoints_ || checkpoints_ > 0 || memory_budget_ > 0,
+                "anode: ODEBlockOptions::keep_forward_checkpoints(true) needs binomial "
+                "checkpointing (checkpoints(k) with 1 <= k < steps, or a memory_budget), but "
+                "checkpoints is 0: the whole block trajectory is recomputed, nothing is kept "
+                "from forward");
+    for (std::size_t i = 0; i < generators_.size(); ++i) {
+      TORCH_CHECK(generators_[i].defined(), "anode: ODEBlockOptions::generators[", i,
+                  "] is an undefined generator");
+    }
   }
 };
 
@@ -149,6 +189,9 @@ inline std::ostream& operator<<(std::ostream& os, const ODEBlockOptions& o) {
   if (o.memory_budget() > 0) os << ", memory_budget=" << o.memory_budget();
   if (o.keep_forward_checkpoints()) os << ", keep_forward_checkpoints=true";
   if (o.check_finite()) os << ", check_finite=true";
+  if (!o.preserve_rng_state()) os << ", preserve_rng_state=false";
+  if (!o.generators().empty()) os << ", generators=" << o.generators().size();
+  if (!o.verify_recompute()) os << ", verify_recompute=false";
   return os;
 }
 

@@ -2,6 +2,7 @@
 // The single entry point behind ODEBlock and odeint: validates the call, then hands the solve to
 // the gradient strategy the options name.
 
+#include <anode/detail/graph.hpp>
 #include <anode/gradient/adjoint.hpp>
 #include <anode/gradient/checkpoint.hpp>
 #include <anode/gradient/schedule.hpp>
@@ -23,22 +24,6 @@ inline void check_state(const torch::Tensor& z0) {
               z0.scalar_type());
 }
 
-/// The number of intermediate checkpoints a Gradient::Anode block keeps: 0 means the whole block
-/// trajectory during its backward (the paper's scheme), 1..N-1 the binomial schedule.
-inline int64_t resolve_checkpoints(const ODEBlockOptions& o, const torch::Tensor& z0) {
-  const int64_t n = o.steps();
-  int64_t k = o.checkpoints();
-  if (o.memory_budget() > 0) {
-    const int64_t state_bytes = z0.numel() * static_cast<int64_t>(z0.element_size());
-    // One step's graph holds at least its stage derivatives and stage inputs.
-    const int64_t step_bytes = 2 * tableau(o.method()).stages() * state_bytes;
-    // The whole block's trajectory fits: recompute it once, with no binomial sweeps at all.
-    if (o.memory_budget() / n >= step_bytes + state_bytes) return 0;
-    k = schedule::checkpoints_for_budget(n, state_bytes, step_bytes, o.memory_budget());
-  }
-  return (k <= 0 || k >= n) ? 0 : k;
-}
-
 }  // namespace detail
 
 /// Solves dz/dt = f(t, z) from t0 to t1 and returns z(t1), differentiated as `options.gradient()`
@@ -55,12 +40,18 @@ inline torch::Tensor solve(const System& system, const torch::Tensor& z0,
   // Without a graph to build (inference, NoGradGuard) every strategy is the plain solve, which
   // keeps nothing beyond the current step.
   if (!graph_needed || options.gradient() == Gradient::Backprop) {
-    return stepper.integrate(z0, 0, options.steps());
+    torch::Tensor zN = stepper.integrate(z0, 0, options.steps());
+    // Nothing anode knows of requires grad, yet the output does: the right-hand side reads a
+    // tensor requiring grad that is not a parameter of the solve. Backprop differentiates it
+    // through this graph; Anode and Adjoint would drop it as soon as the input requires grad.
+    if (options.gradient() != Gradient::Backprop && zN.requires_grad()) {
+      detail::check_no_foreign_leaf({zN}, {z0}, to_string(options.gradient()));
+    }
+    return zN;
   }
   if (options.gradient() == Gradient::Anode) {
-    auto call = c10::make_intrusive<detail::CheckpointCall>(
-        system, std::move(stepper), detail::resolve_checkpoints(options, z0),
-        options.keep_forward_checkpoints());
+    auto call = c10::make_intrusive<detail::CheckpointCall>(system, std::move(stepper), options,
+                                                            z0.device());
     return CheckpointFunction::apply(z0, at::TensorList(params), call);
   }
   auto call = c10::make_intrusive<detail::AdjointCall>(system, std::move(stepper));

@@ -2,6 +2,8 @@
 // Adapts a user's right-hand side (a module whose forward takes `(x)` or `(t, x)`, or any callable
 // of either form) to the single signature the integrator uses, f(t, z), and checks what it returns.
 
+#include <anode/detail/autocast.hpp>
+
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
@@ -81,17 +83,53 @@ RHS callable_rhs(F&& f) {
   }
 }
 
-/// Checks that the right-hand side returned a tensor the state can be updated with.
+/// Whether autocast is on for the device type of `t` in the calling thread.
+inline bool autocast_on_for(const torch::Tensor& t) {
+  const AutocastState s = AutocastState::capture();
+  if (t.is_cpu()) return s.cpu_enabled;
+  if (t.is_cuda()) return s.cuda_enabled;
+  return false;
+}
+
+/// Checks that the right-hand side returned a tensor the state can be updated with. Under
+/// autocast, a derivative of lower precision than the state is accepted (a bf16 conv on an fp32
+/// state): the stage sums promote, so the state keeps its dtype.
 inline void check_rhs_output(const torch::Tensor& out, const torch::Tensor& z, double t) {
   TORCH_CHECK(out.defined(), "anode: the right-hand side returned an undefined tensor at t = ", t);
   TORCH_CHECK(out.sizes() == z.sizes(), "anode: the right-hand side returned shape ", out.sizes(),
               " for a state of shape ", z.sizes(), " at t = ", t,
               "; dz/dt must have the state's shape");
-  TORCH_CHECK(out.scalar_type() == z.scalar_type(), "anode: the right-hand side returned dtype ",
-              out.scalar_type(), " for a state of dtype ", z.scalar_type(), " at t = ", t,
-              "; dz/dt must have the state's dtype");
+  if (out.scalar_type() != z.scalar_type()) {
+    const bool autocast = autocast_on_for(z);
+    const bool lower = at::isFloatingType(out.scalar_type()) &&
+                       c10::promoteTypes(out.scalar_type(), z.scalar_type()) == z.scalar_type();
+    TORCH_CHECK(autocast && lower, "anode: the right-hand side returned dtype ", out.scalar_type(),
+                " for a state of dtype ", z.scalar_type(), " at t = ", t,
+                autocast ? "; under autocast dz/dt may have a lower precision than the state, "
+                           "never a higher one"
+                         : "; dz/dt must have the state's dtype (a lower precision is accepted "
+                           "only under autocast)");
+  }
   TORCH_CHECK(out.device() == z.device(), "anode: the right-hand side returned a tensor on ",
               out.device(), " for a state on ", z.device(), " at t = ", t);
+}
+
+/// Calls the right-hand side and checks what it did: the output, and that it left its input
+/// alone. An RHS that writes into its input (`x.relu_()`) changes the state the integrator is
+/// about to combine its stages with, and a recompute would start from a different state than the
+/// forward pass did: the version counter, shared by every view of the tensor, tells.
+inline torch::Tensor call_rhs(const RHS& f, double t, const torch::Tensor& z) {
+  // Inference tensors (c10::InferenceMode) have no version counter: nothing to compare.
+  const bool tracked = !z.is_inference();
+  const auto version = tracked ? z._version() : 0;
+  torch::Tensor out = f(t, z);
+  TORCH_CHECK(!tracked || z._version() == version,
+              "anode: the right-hand side modified its input in place at t = ", t,
+              " (e.g. x.relu_(), x.add_(1) or an inplace ReLU as its first layer); dz/dt = f(t, z) "
+              "must not change z, or the solve and every recomputed gradient are wrong. Use the "
+              "out-of-place operation (x.relu(), x + 1)");
+  check_rhs_output(out, z, t);
+  return out;
 }
 
 }  // namespace detail

@@ -10,8 +10,10 @@
 // and the result is the discretisation of the continuous gradient, not the gradient of the
 // discrete forward pass. It is here as the baseline the ANODE paper argues against.
 
+#include <anode/detail/autocast.hpp>
 #include <anode/detail/buffers.hpp>
 #include <anode/detail/capsule.hpp>
+#include <anode/detail/graph.hpp>
 #include <anode/detail/rng.hpp>
 #include <anode/integrate.hpp>
 #include <anode/system.hpp>
@@ -29,6 +31,7 @@ struct AdjointCall : torch::CustomClassHolder {
   System system;
   Stepper stepper;
   std::vector<torch::Tensor> params;  // the node's parameter inputs, in order
+  AutocastState autocast;             // the forward pass's, re-entered by the reverse solve
 };
 
 }  // namespace detail
@@ -40,6 +43,8 @@ struct AdjointFunction : public torch::autograd::Function<AdjointFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& z0,
                                at::TensorList params, c10::intrusive_ptr<Call> call) {
     call->params = params.vec();
+    call->autocast = detail::AutocastState::capture();
+    detail::AutocastGuard graph_free(call->autocast, detail::AutocastGuard::Purpose::GraphFree);
     torch::Tensor zN = call->stepper.integrate(z0, 0, call->stepper.grid().steps);
     detail::save_for_backward(ctx, zN, params, call);
     return zN;
@@ -58,7 +63,9 @@ struct AdjointFunction : public torch::autograd::Function<AdjointFunction> {
     torch::autograd::variable_list out(2 + P);
     if (!grads[0].defined()) return out;
 
-    // The reverse solve re-evaluates f: keep the caller's RNG stream and the buffers as they are.
+    // The reverse solve re-evaluates f under the forward's autocast state; keep the caller's RNG
+    // stream and the buffers as they are.
+    detail::AutocastGuard recompute(call->autocast, detail::AutocastGuard::Purpose::Recompute);
     detail::RngFork fork(zN.device());
     std::unique_ptr<detail::BufferRestore> keep_buffers;
     if (call->system.training) {
@@ -76,12 +83,18 @@ struct AdjointFunction : public torch::autograd::Function<AdjointFunction> {
       std::vector<torch::Tensor> dy(2 + P);
       torch::AutoGradMode enable(true);
       torch::Tensor z = y[0].detach().requires_grad_(true);
-      torch::Tensor f = rhs(t, z);
-      detail::check_rhs_output(f, z, t);
+      torch::Tensor f = detail::call_rhs(rhs, t, z);
       std::vector<torch::Tensor> inputs{z};
       inputs.insert(inputs.end(), params.begin(), params.end());
-      auto vjp = torch::autograd::grad({f}, inputs, {y[1]}, /*retain_graph=*/false,
-                                       /*create_graph=*/false, /*allow_unused=*/true);
+      // An f with no graph (a constant field, or one that reads neither z nor a parameter) has a
+      // zero vector-Jacobian product.
+      std::vector<torch::Tensor> vjp(inputs.size());
+      if (f.requires_grad()) {
+        detail::check_no_foreign_leaf({f}, inputs, "Gradient::Adjoint");
+        vjp = torch::autograd::grad({f}, inputs, {y[1].to(f.scalar_type())},
+                                    /*retain_graph=*/false,
+                                    /*create_graph=*/false, /*allow_unused=*/true);
+      }
       dy[0] = f.detach();
       dy[1] = vjp[0].defined() ? vjp[0].neg() : torch::zeros_like(y[1]);
       for (std::size_t i = 0; i < P; ++i) {

@@ -9,21 +9,41 @@
 // block inputs + one block's trajectory, or O(L) + O(k) states + one step's graph with binomial
 // checkpointing (the backward first rebuilds the block's k checkpoints from its input).
 //
-// A recomputation must see the world the forward pass saw: the RNG is put back to the state it
-// had at that step (dropout masks replay exactly), and buffers (BatchNorm running statistics) are
-// put back to their values at that step and, once the gradient is taken, to the values the
-// forward pass left, so that training is indistinguishable from plain backprop.
+// The exactness contract. A recomputation must see the world the forward pass saw, and anode
+// replays what it can and checks the rest:
+// - replayed: the random numbers of the generators named in the options (default: the CPU and the
+//   state device's default generators), the autocast state (flags and dtypes, CPU and CUDA), and
+//   buffers (BatchNorm running statistics: put back to their value at each step and, once the
+//   gradient is taken, to the values the forward pass left);
+// - checked (raising, never a silently wrong gradient): that each generator ends the recompute in
+//   the state the forward pass left it in (another thread drew from it, or the draws differ), that
+//   the recomputed block output equals the forward's bit for bit (`verify_recompute`), that the
+//   right-hand side did not write into its input, and that it reads no tensor requiring grad
+//   outside the Function's inputs (a closure's unlisted weight);
+// - the caller's world is left as it was: generators and buffers are restored afterwards, and no
+//   tensor autograd handed in is written to.
+// Every backward can be retried after an exception: it keeps no half-built state.
 
+#include <ATen/autocast_mode.h>
+#include <anode/detail/autocast.hpp>
 #include <anode/detail/buffers.hpp>
 #include <anode/detail/capsule.hpp>
+#include <anode/detail/graph.hpp>
 #include <anode/detail/rng.hpp>
+#include <anode/gradient/budget.hpp>
 #include <anode/gradient/schedule.hpp>
 #include <anode/integrate.hpp>
+#include <anode/memory.hpp>
+#include <anode/options.hpp>
 #include <anode/system.hpp>
 
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <utility>
 #include <vector>
 
 namespace anode {
@@ -31,64 +51,221 @@ namespace detail {
 
 /// Everything the forward pass needs to leave for the backward pass of one block call.
 struct CheckpointCall : torch::CustomClassHolder {
-  CheckpointCall(System sys, Stepper st, int64_t k, bool keep_forward = false)
+  CheckpointCall(System sys, Stepper st, const ODEBlockOptions& o, const c10::Device& device)
       : system(std::move(sys)),
         stepper(std::move(st)),
-        checkpoints(k),
-        keep_forward_checkpoints(keep_forward) {}
+        checkpoints(o.checkpoints() >= o.steps() ? 0 : o.checkpoints()),
+        keep_forward_checkpoints(o.keep_forward_checkpoints()),
+        memory_budget(o.memory_budget()),
+        verify(o.verify_recompute()),
+        generators(o.preserve_rng_state() ? replayed_generators(o.generators(), device)
+                                          : std::vector<at::Generator>{}) {}
 
   /// A stored point of the trajectory: the state and the world the next step must see.
   struct Snapshot {
     torch::Tensor z;
     int64_t position = -1;
-    RngState rng;
+    RngState rng;                        // empty unless random numbers are replayed
     std::vector<torch::Tensor> buffers;  // empty unless the RHS is training
   };
 
-  Snapshot snapshot(const torch::Tensor& z, int64_t position, const c10::Device& device) const {
+  Snapshot snapshot(const torch::Tensor& z, int64_t position, bool with_rng) const {
     Snapshot s;
     s.z = z;
     s.position = position;
-    s.rng = RngState::capture(device);
+    if (with_rng) s.rng = RngState::capture(generators);
     if (system.training) s.buffers = snapshot_buffers(system.buffers);
     return s;
   }
   void enter(const Snapshot& s) const {
-    s.rng.restore();
+    if (!s.rng.empty()) s.rng.restore();
     if (system.training) restore_buffers(system.buffers, s.buffers);
   }
+  /// Whether a snapshot of the world before a step is worth taking (something to put back).
+  bool world_changes() const { return draws || system.training; }
 
   System system;
   Stepper stepper;
-  int64_t checkpoints;                // 0: whole-block recompute; 1..N-1: binomial schedule
-  bool keep_forward_checkpoints;      // store the k checkpoints in forward (else in backward)
-  Snapshot start;                     // z_0's world (z itself is saved through the context)
-  std::vector<Snapshot> slots;        // binomial checkpoints, slot 1..k (index 0 unused)
-  schedule::Schedule plan;            // binomial schedule, when checkpoints > 0
-  std::vector<torch::Tensor> params;  // the node's parameter inputs, in order
+  int64_t checkpoints;            // 0: whole-block recompute; 1..N-1: binomial schedule
+  bool keep_forward_checkpoints;  // store the k checkpoints in forward (else in backward)
+  int64_t memory_budget;          // > 0: choose `checkpoints` in forward from a measured step
+  bool verify;                    // check the recompute against the forward (output, RNG)
+  std::vector<at::Generator> generators;  // replayed; empty when preserve_rng_state is off
+  AutocastState autocast;                 // the forward pass's
+  Snapshot start;                         // z_0's world (z itself is saved through the context)
+  std::vector<uint64_t> rng_after;        // digest of the generators after the block's forward
+  bool draws = false;                     // whether the forward pass drew from them
+  torch::Tensor fingerprint;              // sum of the forward's output in double, on its device
+  std::vector<Snapshot> slots;            // keep_forward_checkpoints: slot 1..k (index 0 unused)
+  schedule::Schedule plan;                // binomial schedule, when checkpoints > 0
+  std::vector<torch::Tensor> params;      // the node's parameter inputs, in order
   std::vector<int64_t> out_sizes;
   c10::ScalarType out_dtype = c10::ScalarType::Undefined;
 };
 
+/// A cheap, exact summary of a block output: a recompute that reproduces the output bit for bit
+/// reproduces this bit for bit. Stays on the output's device (no host sync in forward).
+inline torch::Tensor output_fingerprint(const torch::Tensor& z) {
+  torch::NoGradGuard no_grad;
+  return z.detach().sum(torch::kDouble);
+}
+
+inline int64_t tensor_bytes(const std::vector<torch::Tensor>& ts) {
+  int64_t n = 0;
+  for (const auto& t : ts) {
+    if (t.defined()) n += t.numel() * static_cast<int64_t>(t.element_size());
+  }
+  return n;
+}
+
 }  // namespace detail
+
+/// The parameter-gradient sums of a binomial backward, which reverses one step at a time.
+///
+/// Backprop sums a parameter's gradient over all steps inside one autograd pass, in the order the
+/// steps are reversed; under autocast it sums at the weight's cached low-precision cast, in that
+/// precision, and converts once. To return the same bits, each reversed step here is seeded with
+/// the running sum: the sum enters the step's autograd pass through an extra identity use of the
+/// parameter (created last, so autograd runs it first) and the step's own contributions are added
+/// to it in autograd's order. Under autocast the differentiated tensor is the cached cast itself,
+/// unless the parameter is also used directly in that step; then that step differentiates the
+/// parameter (exact, but summed in its own precision).
+class GradientSums {
+ public:
+  GradientSums(const detail::CheckpointCall& call, const std::vector<torch::Tensor>& params,
+               const std::vector<bool>& need)
+      : params_(params),
+        need_(need),
+        full_(params.size()),
+        low_(params.size()),
+        cast_(params.size()) {
+    torch::AutoGradMode enable(true);
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      if (!need_[1 + i]) continue;
+      const auto& p = params[i];
+      const auto type = p.device().type();
+      const auto& ac = call.autocast;
+      const bool on = (type == c10::DeviceType::CPU && ac.cpu_enabled) ||
+                      (type == c10::DeviceType::CUDA && ac.cuda_enabled);
+      if (!on || !ac.cache_enabled || p.scalar_type() != torch::kFloat || !p.is_leaf() ||
+          p.is_view())
+        continue;
+      // The cast every autocast op of the recompute will take from the cache.
+      cast_[i] = at::autocast::cached_cast(
+          type == c10::DeviceType::CPU ? ac.cpu_dtype : ac.cuda_dtype, p, type);
+      if (cast_[i].is_same(p) || !cast_[i].grad_fn()) cast_[i] = torch::Tensor();
+    }
+  }
+
+  /// Backpropagates `adjoint` through one step `next = step(zi)`: `adjoint` becomes dL/dzi and the
+  /// parameter sums grow by the step's contributions.
+  void reverse_step(const torch::Tensor& next, const torch::Tensor& zi, torch::Tensor& adjoint) {
+    std::vector<const torch::autograd::Node*> stops;
+    for (const auto& c : cast_) {
+      if (c.defined()) stops.push_back(c.grad_fn().get());
+    }
+    for (const auto& p : params_) {
+      if (p.grad_fn()) stops.push_back(p.grad_fn().get());  // a non-leaf parameter is an input
+    }
+    const auto leaves = detail::reached_leaves({next}, stops);
+    std::vector<torch::Tensor> known(params_);
+    known.push_back(zi);
+    detail::check_no_foreign_leaf_in(leaves, known, "Gradient::Anode");
+    // Which parameters this step uses directly (not only through their cached cast).
+    std::vector<bool> direct(params_.size(), false);
+    for (const auto& leaf : leaves) {
+      for (std::size_t i = 0; i < params_.size(); ++i) {
+        if (leaf.is_same(params_[i])) direct[i] = true;
+      }
+    }
+    if (!next.requires_grad()) {
+      adjoint = torch::zeros_like(zi);
+      return;
+    }
+    std::vector<torch::Tensor> roots{next}, seeds{adjoint}, inputs{zi};
+    std::vector<std::pair<std::size_t, bool>> where;  // (parameter, through its cast)
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      if (!need_[1 + i]) continue;
+      const bool low = cast_[i].defined() && !direct[i];
+      const torch::Tensor& input = low ? cast_[i] : params_[i];
+      torch::Tensor& sum = low ? low_[i] : full_[i];
+      inputs.push_back(input);
+      where.emplace_back(i, low);
+      if (sum.defined()) {
+        roots.push_back(input.view_as(input));
+        seeds.push_back(sum);
+      }
+    }
+    auto g = torch::autograd::grad(roots, inputs, seeds, /*retain_graph=*/false,
+                                   /*create_graph=*/false, /*allow_unused=*/true);
+    adjoint = g[0].defined() ? g[0] : torch::zeros_like(zi);
+    for (std::size_t j = 0; j < where.size(); ++j) {
+      const auto [i, low] = where[j];
+      if (g[1 + j].defined()) (low ? low_[i] : full_[i]) = g[1 + j];
+    }
+  }
+
+  /// One entry per Function input (z0 first, left empty here), the call object's excluded.
+  torch::autograd::variable_list parameter_gradients() const {
+    torch::autograd::variable_list out(1 + params_.size());
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      if (!need_[1 + i]) continue;
+      torch::Tensor g = full_[i];
+      if (low_[i].defined()) {
+        const torch::Tensor up = low_[i].to(params_[i].scalar_type());
+        g = g.defined() ? g + up : up;
+      }
+      out[1 + i] = g;
+    }
+    return out;
+  }
+
+ private:
+  const std::vector<torch::Tensor>& params_;
+  const std::vector<bool>& need_;
+  std::vector<torch::Tensor> full_;  // sums of gradients taken at the parameter
+  std::vector<torch::Tensor> low_;   // sums taken at its cached autocast cast
+  std::vector<torch::Tensor> cast_;  // the cached cast, when autocast casts this parameter
+};
 
 /// The ANODE autograd Function. Inputs: the block input z0 and the differentiable parameters
 /// (as a TensorList, so autograd sees them as inputs); the call object carries the rest.
 struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
   using Call = detail::CheckpointCall;
+  using Guard = detail::AutocastGuard;
 
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& z0,
                                at::TensorList params, c10::intrusive_ptr<Call> call) {
     const auto& stepper = call->stepper;
     const int64_t n_steps = stepper.grid().steps;
     call->params = params.vec();
-    call->start = call->snapshot(torch::Tensor(), 0, z0.device());
+    call->autocast = detail::AutocastState::capture();
+    Guard graph_free(call->autocast, Guard::Purpose::GraphFree);
+    call->start = call->snapshot(torch::Tensor(), 0, /*with_rng=*/!call->generators.empty());
+    if (call->memory_budget > 0) {
+      call->checkpoints = plan_for_budget(*call, z0);
+      call->enter(call->start);  // the measured step drew random numbers and updated buffers
+    }
+    if (call->checkpoints > 0) call->plan = schedule::binomial_schedule(n_steps, call->checkpoints);
     torch::Tensor zN;
     if (call->checkpoints > 0 && call->keep_forward_checkpoints) {
-      zN = run_forward_plan(*call, z0, /*to_end=*/true);
+      zN = run_forward_plan(*call, z0, /*to_end=*/true, /*with_rng=*/!call->generators.empty(),
+                            call->slots);
     } else {
       zN = stepper.integrate(z0, 0, n_steps);
     }
+    if (!call->generators.empty()) {
+      const auto after = detail::RngState::capture(call->generators);
+      call->draws = !after.same_as(call->start.rng);
+      if (call->draws) {
+        call->rng_after = after.digest();
+      } else {
+        // Nothing drawn, nothing to replay: keep no generator state (5 KB each on the CPU).
+        call->start.rng = detail::RngState();
+        for (auto& s : call->slots) s.rng = detail::RngState();
+      }
+    }
+    if (call->verify) call->fingerprint = detail::output_fingerprint(zN);
     call->out_sizes = zN.sizes().vec();
     call->out_dtype = zN.scalar_type();
     detail::save_for_backward(ctx, z0, params, call);
@@ -111,49 +288,102 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     if (!grad_out.defined()) return torch::autograd::variable_list(2 + n_params);
     torch::autograd::variable_list out;
 
-    // Leave the caller's RNG stream and the forward's final buffer values as they are now.
-    detail::RngFork fork(z0.device());
+    // Run under the forward's autocast state; leave the caller's random streams and the
+    // forward's final buffer values as they are now.
+    Guard recompute(call->autocast, Guard::Purpose::Recompute);
+    std::optional<detail::RngFork> fork;
+    if (!call->generators.empty()) fork.emplace(call->generators);
     std::unique_ptr<detail::BufferRestore> keep_buffers;
     if (call->system.training) {
       keep_buffers = std::make_unique<detail::BufferRestore>(call->system.buffers);
     }
+    // The generators' states a faithful recompute of the whole block ends in: the forward's, or,
+    // if it drew nothing (nothing is replayed), the states they have now.
+    std::vector<uint64_t> expected_digest;
+    if (fork) expected_digest = call->draws ? call->rng_after : fork->saved().digest();
+    const std::vector<uint64_t>* expected = fork ? &expected_digest : nullptr;
 
     std::vector<bool> need(1 + n_params);
     for (std::size_t i = 0; i < need.size(); ++i) need[i] = ctx->needs_input_grad(i);
     if (call->checkpoints == 0) {
-      out = backward_whole_block(*call, z0, grad_out, params, need);
+      out = backward_whole_block(*call, z0, grad_out, params, need, expected);
     } else {
       // Checkpoints stored by the forward pass are handed to this backward pass, which frees
       // each one as soon as the schedule is done with it (they would otherwise live as long as
-      // the graph). Without them (the default, or a second backward through a retained graph),
-      // they are rebuilt by replaying the forward plan from the block input in the forward's RNG
-      // and buffer state, up to the last checkpoint: the same states, bit for bit.
+      // the graph). Without them (the default, a second backward through a retained graph, or a
+      // retry after an exception), they are rebuilt by replaying the forward plan from the block
+      // input in the forward's RNG and buffer state, up to the last checkpoint: the same states,
+      // bit for bit. Nothing is written to `call` here, so a failed backward can be retried.
       std::vector<Call::Snapshot> slots = std::move(call->slots);
       call->slots.clear();
       if (slots.empty()) {
-        call->enter(call->start);
+        call->enter(replayed(*call, call->start));
+        Guard graph_free(call->autocast, Guard::Purpose::GraphFree);
         torch::NoGradGuard no_grad;
-        run_forward_plan(*call, z0, /*to_end=*/false);
-        slots = std::move(call->slots);
-        call->slots.clear();
+        run_forward_plan(*call, z0, /*to_end=*/false, /*with_rng=*/call->draws, slots);
       }
-      out = backward_binomial(*call, z0, grad_out, params, need, std::move(slots));
+      out = backward_binomial(*call, z0, grad_out, params, need, std::move(slots), expected);
     }
     out.emplace_back();  // for the call object: not a tensor input, but it has a slot
     return out;  // buffers restored (keep_buffers) after every gradient above has been taken
   }
 
  private:
+  // A snapshot as the recompute enters it: its RNG states are replayed only if the forward pass
+  // drew random numbers (otherwise the live states are left alone, and checked at the end).
+  static Call::Snapshot replayed(const Call& call, const Call::Snapshot& s) {
+    if (call.draws) return s;
+    Call::Snapshot t = s;
+    t.rng = detail::RngState();
+    return t;
+  }
+
+  // Measures one step's forward and backward on the block input, under the forward's autocast
+  // state, and picks the checkpoints that keep the block's backward within the budget.
+  static int64_t plan_for_budget(const Call& call, const torch::Tensor& z0) {
+    const c10::Device device = z0.device();
+    if (device.is_cpu()) memory::install_cpu_meter();
+    detail::StepCost cost;
+    cost.state = z0.numel() * static_cast<int64_t>(z0.element_size());
+    const auto need = call.system.differentiable_parameters();
+    cost.accumulators = cost.state + 2 * detail::tensor_bytes(need);
+    const int64_t rng_bytes = call.start.rng.empty() ? 0 : detail::tensor_bytes([&] {
+      std::vector<torch::Tensor> ts;
+      for (const auto& [g, s] : call.start.rng.states()) ts.push_back(s);
+      return ts;
+    }());
+    cost.slot = cost.state + rng_bytes +
+                (call.system.training ? detail::tensor_bytes(call.system.buffers) : 0);
+    {
+      memory::PeakScope scope(device);
+      Guard recompute(call.autocast, Guard::Purpose::Recompute);
+      torch::AutoGradMode enable(true);
+      torch::Tensor zi = z0.detach().requires_grad_(true);
+      torch::Tensor next = call.stepper.step(0, zi);
+      cost.graph = scope.current_bytes();
+      if (next.requires_grad()) {
+        std::vector<torch::Tensor> inputs{zi};
+        inputs.insert(inputs.end(), need.begin(), need.end());
+        torch::autograd::grad({next}, inputs, {torch::ones_like(next)}, /*retain_graph=*/false,
+                              /*create_graph=*/false, /*allow_unused=*/true);
+      }
+      cost.peak = scope.peak_bytes();
+    }
+    return detail::checkpoints_within(cost, call.stepper.grid().steps, call.memory_budget);
+  }
+
   // Paper's scheme: re-run the whole block with autograd on, backprop through it once.
   static torch::autograd::variable_list backward_whole_block(
       const Call& call, const torch::Tensor& z0, const torch::Tensor& grad_out,
-      const std::vector<torch::Tensor>& params, const std::vector<bool>& need) {
-    call.enter(call.start);
+      const std::vector<torch::Tensor>& params, const std::vector<bool>& need,
+      const std::vector<uint64_t>* expected_rng) {
+    call.enter(replayed(call, call.start));
     torch::autograd::variable_list out(need.size());
     torch::AutoGradMode enable(true);
     torch::Tensor z = z0.detach().requires_grad_(need[0]);
     torch::Tensor zN = call.stepper.integrate(z, 0, call.stepper.grid().steps);
-    check_recomputed(call, zN);
+    check_recomputed(call, zN, expected_rng);
+    check_inputs(call, zN, z, params);
     std::vector<torch::Tensor> inputs;
     std::vector<std::size_t> where;
     if (need[0]) {
@@ -173,11 +403,12 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     return out;
   }
 
-  // The first sweep of the binomial schedule: advance from z_0, storing its checkpoints, to z_N
-  // (to_end) or only as far as the last checkpoint (when rebuilding them in backward).
-  static torch::Tensor run_forward_plan(Call& call, const torch::Tensor& z0, bool to_end) {
-    call.plan = schedule::binomial_schedule(call.stepper.grid().steps, call.checkpoints);
-    call.slots.assign(static_cast<std::size_t>(call.checkpoints) + 1, {});
+  // The first sweep of the binomial schedule: advance from z_0, storing its checkpoints into
+  // `slots`, to z_N (to_end) or only as far as the last checkpoint (when rebuilding them in
+  // backward). Writes nothing else, so a sweep that throws leaves no half-built state behind.
+  static torch::Tensor run_forward_plan(const Call& call, const torch::Tensor& z0, bool to_end,
+                                        bool with_rng, std::vector<Call::Snapshot>& slots) {
+    std::vector<Call::Snapshot> built(static_cast<std::size_t>(call.checkpoints) + 1);
     const auto& actions = call.plan.forward;
     std::size_t end = actions.size();
     if (!to_end) {
@@ -195,7 +426,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
         case schedule::ActionKind::Store:
           TORCH_CHECK(a.arg >= 1 && a.arg <= call.checkpoints,
                       "anode: internal error: schedule stores to slot ", a.arg);
-          call.slots[static_cast<std::size_t>(a.arg)] = call.snapshot(z, pos, z0.device());
+          built[static_cast<std::size_t>(a.arg)] = call.snapshot(z, pos, with_rng);
           break;
         default:
           TORCH_CHECK(false, "anode: internal error: unexpected action in a forward schedule");
@@ -203,24 +434,27 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     }
     TORCH_CHECK(!to_end || pos == call.stepper.grid().steps,
                 "anode: internal error: the forward schedule ended at step ", pos);
+    slots = std::move(built);
     return z;
   }
 
   // Backward pass of the binomial schedule: only one step's graph exists at a time.
-  static torch::autograd::variable_list backward_binomial(const Call& call, const torch::Tensor& z0,
-                                                          const torch::Tensor& grad_out,
-                                                          const std::vector<torch::Tensor>& params,
-                                                          const std::vector<bool>& need,
-                                                          std::vector<Call::Snapshot> slots) {
+  static torch::autograd::variable_list backward_binomial(
+      const Call& call, const torch::Tensor& z0, const torch::Tensor& grad_out,
+      const std::vector<torch::Tensor>& params, const std::vector<bool>& need,
+      std::vector<Call::Snapshot> slots, const std::vector<uint64_t>* expected_rng) {
     const int64_t n_steps = call.stepper.grid().steps;
     torch::Tensor z;  // the current state z_pos
     int64_t pos = -1;
     torch::Tensor adjoint = grad_out;  // dL/dz_{next step to reverse + 1}
     int64_t next_reverse = n_steps - 1;
-    std::vector<torch::Tensor> param_grads(params.size());
-    std::vector<torch::Tensor> inputs;
-    slots[0] = call.start;
+    GradientSums sums(call, params, need);
+    slots[0] = replayed(call, call.start);
     slots[0].z = z0;
+    // The generators' states after the step reversed next, as the forward pass (for the last
+    // step) or the recompute of the step after it left them.
+    const std::vector<uint64_t>* after_step = call.draws ? expected_rng : nullptr;
+    std::vector<uint64_t> world_rng;
     for (const auto& a : call.plan.backward) {
       switch (a.kind) {
         case schedule::ActionKind::Restore: {
@@ -231,12 +465,14 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
           pos = s.position;
           break;
         }
-        case schedule::ActionKind::Advance:
+        case schedule::ActionKind::Advance: {
+          Guard graph_free(call.autocast, Guard::Purpose::GraphFree);
           z = call.stepper.integrate(z, pos, pos + a.arg);
           pos += a.arg;
           break;
+        }
         case schedule::ActionKind::Store:
-          slots.at(static_cast<std::size_t>(a.arg)) = call.snapshot(z, pos, z0.device());
+          slots.at(static_cast<std::size_t>(a.arg)) = call.snapshot(z, pos, call.draws);
           break;
         case schedule::ActionKind::Free:
           slots.at(static_cast<std::size_t>(a.arg)) = Call::Snapshot{};
@@ -246,27 +482,21 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
                       a.arg, " at position ", pos, " but step ", next_reverse, " is next");
           // Reverse one step: it consumes the RNG/buffers of step pos, which later actions that
           // start from this same state must see again.
-          const auto world = call.snapshot(torch::Tensor(), pos, z0.device());
+          Call::Snapshot world;
+          if (call.world_changes()) world = call.snapshot(torch::Tensor(), pos, call.draws);
           {
             torch::AutoGradMode enable(true);
             torch::Tensor zi = z.detach().requires_grad_(true);
             torch::Tensor next = call.stepper.step(pos, zi);
-            inputs.assign(1, zi);
-            for (std::size_t i = 0; i < params.size(); ++i) {
-              if (need[1 + i]) inputs.push_back(params[i]);
-            }
-            auto g = torch::autograd::grad({next}, inputs, {adjoint}, /*retain_graph=*/false,
-                                           /*create_graph=*/false, /*allow_unused=*/true);
-            adjoint = g[0].defined() ? g[0] : torch::zeros_like(zi);
-            std::size_t j = 1;
-            for (std::size_t i = 0; i < params.size(); ++i) {
-              if (!need[1 + i]) continue;
-              const auto& gi = g[j++];
-              if (gi.defined())
-                param_grads[i] = param_grads[i].defined() ? param_grads[i].add_(gi) : gi;
-            }
+            if (after_step != nullptr) check_rng(call, *after_step, pos);
+            if (pos == n_steps - 1) check_recomputed(call, next, nullptr);
+            sums.reverse_step(next, zi, adjoint);
           }
-          call.enter(world);
+          if (call.world_changes()) call.enter(world);
+          if (call.draws) {
+            world_rng = world.rng.digest();
+            after_step = &world_rng;
+          }
           --next_reverse;
           break;
         }
@@ -274,20 +504,72 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     }
     TORCH_CHECK(next_reverse == -1, "anode: internal error: the backward schedule left step ",
                 next_reverse, " unreversed");
-    torch::autograd::variable_list out(need.size());
+    // Nothing replayed: the generators must not have moved at all.
+    if (!call.draws && expected_rng != nullptr) check_rng(call, *expected_rng, -1);
+    torch::autograd::variable_list out = sums.parameter_gradients();
     if (need[0]) out[0] = adjoint;
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      if (need[1 + i]) out[1 + i] = param_grads[i];
-    }
     return out;
   }
 
-  static void check_recomputed(const Call& call, const torch::Tensor& z) {
+  // The recompute must have reproduced the forward pass: same shape and dtype, the generators in
+  // the states the forward left them in, and (verify_recompute) the same output, bit for bit.
+  static void check_recomputed(const Call& call, const torch::Tensor& z,
+                               const std::vector<uint64_t>* expected_rng) {
     TORCH_CHECK(z.sizes().vec() == call.out_sizes && z.scalar_type() == call.out_dtype,
                 "anode: the recomputed block output (shape ", z.sizes(), ", dtype ",
                 z.scalar_type(), ") differs from the forward pass's (shape ",
                 c10::IntArrayRef(call.out_sizes), ", dtype ", call.out_dtype,
                 "); the right-hand side must be deterministic given its inputs and RNG state");
+    if (expected_rng != nullptr) check_rng(call, *expected_rng, -1);
+    if (!call.verify || !call.fingerprint.defined()) return;
+    const double before = call.fingerprint.item<double>();
+    const double now = detail::output_fingerprint(z).item<double>();
+    TORCH_CHECK(
+        std::memcmp(&before, &now, sizeof(double)) == 0,
+        "anode: recomputing this ODE block in backward gave a different output than its forward "
+        "pass did (sum ",
+        before, " in forward, ", now,
+        " recomputed), so its gradient would not be the gradient of the forward pass. The "
+        "right-hand side must compute the same values from the same input and replayed random "
+        "numbers. Does it draw from a torch::Generator not named in ODEBlockOptions::generators, "
+        "or draw random numbers with preserve_rng_state(false)? Does it read a tensor or state "
+        "that changed after the forward pass (a closure over a variable since reassigned)? Does "
+        "it use nondeterministic kernels (atomics on GPU)? For the last, "
+        "at::globalContext().setDeterministicAlgorithms(true) makes them deterministic, or "
+        "verify_recompute(false) accepts the difference");
+  }
+
+  // The generators must be where a faithful recompute leaves them.
+  static void check_rng(const Call& call, const std::vector<uint64_t>& expected, int64_t step) {
+    const auto live = detail::RngState::capture(call.generators).digest();
+    int64_t i = -1;
+    for (std::size_t j = 0; j < live.size() && i < 0; ++j) {
+      if (j >= expected.size() || live[j] != expected[j]) i = static_cast<int64_t>(j);
+    }
+    if (i < 0) return;
+    const auto& gen = call.generators.at(static_cast<std::size_t>(i));
+    TORCH_CHECK(false,
+                "anode: recomputing this ODE block in backward did not draw the same random "
+                "numbers as its forward pass",
+                step >= 0 ? " (step " : "", step >= 0 ? std::to_string(step + 1) : "",
+                step >= 0 ? ")" : "", ": the generator on ", gen.device(),
+                " ended in a different state. Another thread drew from it between the forward "
+                "pass and this backward, or during either (the default generators are shared by "
+                "every thread: a data-loading thread with random augmentation, a second model), "
+                "or the right-hand side's draws depend on something that changed. The gradient "
+                "would not be the forward pass's, so anode stops. Give the right-hand side its own "
+                "torch::Generator and name it in ODEBlockOptions::generators, or keep other "
+                "threads from drawing from the default generator during training; a right-hand "
+                "side without randomness can set preserve_rng_state(false)");
+  }
+
+  // The recomputed graph may only reach the Function's inputs (the state and the parameters).
+  static void check_inputs(const Call&, const torch::Tensor& out, const torch::Tensor& z,
+                           const std::vector<torch::Tensor>& params) {
+    if (!out.requires_grad()) return;
+    std::vector<torch::Tensor> known(params);
+    known.push_back(z);
+    detail::check_no_foreign_leaf({out}, known, "Gradient::Anode");
   }
 };
 
