@@ -132,3 +132,68 @@ TEST_F(Memory, BinomialCheckpointsAreHeldForOneBlockAtATime) {
   EXPECT_GE(kept4 - kept1, 3 * k * kStateBytes);        // three more inputs and 3k checkpoints
   EXPECT_LT(rebuilt4, kept4);
 }
+
+// memory_budget is a budget (issue 8): for every budget, from too small to plenty, the block's
+// backward either stays within it or the forward raises an error naming the budget and the bytes
+// it needs. The cost of a step is measured, so it holds for a conv-BN-ReLU-conv RHS (about eight
+// states per RK2 step) as for an MLP (a few hidden layers).
+namespace {
+
+struct BudgetMLPImpl : torch::nn::Module {
+  BudgetMLPImpl()
+      : fc1(register_module("fc1", torch::nn::Linear(16, 64))),
+        fc2(register_module("fc2", torch::nn::Linear(64, 16))) {}
+  torch::Tensor forward(torch::Tensor x) { return fc2(torch::tanh(fc1(x))); }
+  torch::nn::Linear fc1, fc2;
+};
+TORCH_MODULE(BudgetMLP);
+
+// Backward peak of one block under `budget`; -1 when the forward refused the budget.
+template <typename Func, typename Holder>
+int64_t budget_backward_peak(Holder rhs, const torch::Tensor& x0, int64_t budget) {
+  anode::ODEBlock<Func> block(
+      rhs, anode::ODEBlockOptions().method(anode::Method::RK2).steps(16).memory_budget(budget));
+  auto x = x0.clone().requires_grad_(true);
+  torch::Tensor y;
+  const std::string message = error_message([&] { y = block->forward(x); });
+  if (!message.empty()) {
+    EXPECT_NE(message.find("memory_budget of " + std::to_string(budget) + " bytes"),
+              std::string::npos)
+        << message;
+    EXPECT_NE(message.find("at least"), std::string::npos) << message;
+    return -1;
+  }
+  auto g = torch::randn_like(y);
+  anode::memory::PeakScope scope;
+  y.backward(g);
+  return scope.peak_bytes();
+}
+
+}  // namespace
+
+TEST_F(Memory, BudgetHoldsForConvAndMlp) {
+  for (const std::string rhs : {"conv", "mlp"}) {
+    torch::manual_seed(0);
+    const bool conv = rhs == "conv";
+    auto x = conv ? torch::randn({kBatch, kChannels, kSize, kSize}) : torch::randn({64, 16});
+    const int64_t state = x.numel() * 4;
+    int64_t within = 0, refused = 0;
+    for (int64_t states : {2, 6, 12, 16, 24, 32, 48, 64, 128, 512}) {
+      const int64_t budget = states * state;
+      torch::manual_seed(1);
+      const int64_t peak = conv ? budget_backward_peak<ConvRHSImpl>(ConvRHS(kChannels), x, budget)
+                                : budget_backward_peak<BudgetMLPImpl>(BudgetMLP(), x, budget);
+      std::cout << rhs << ": budget " << states << " states (" << budget
+                << " B): " << (peak < 0 ? std::string("refused") : std::to_string(peak) + " B")
+                << "\n";
+      if (peak < 0) {
+        ++refused;
+        continue;
+      }
+      ++within;
+      EXPECT_LE(peak, budget) << rhs << " budget " << states << " states";
+    }
+    EXPECT_GE(within, 3) << rhs;  // the range covers binomial budgets and the whole block
+    EXPECT_GE(refused, 1) << rhs;
+  }
+}
