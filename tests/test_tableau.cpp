@@ -210,6 +210,52 @@ TEST(Tableau, ConvergenceOrderThroughOdeint) {
   }
 }
 
+// The embedded pairs, stepped with fixed steps: their main weights converge at their order, and
+// their embedded weights satisfy the order conditions of the embedded order (and not the next).
+TEST(Tableau, EmbeddedPairsConvergeAndValidate) {
+  struct Case {
+    Method method;
+    int order, embedded;
+    int64_t n;
+  };
+  for (const auto& c : {Case{Method::Bosh3, 3, 2, 16}, Case{Method::Dopri5, 5, 4, 8},
+                        Case{Method::Tsit5, 5, 4, 8}}) {
+    const auto& tab = anode::tableau(c.method);
+    EXPECT_NO_THROW(tab.validate()) << tab.name;
+    EXPECT_TRUE(tab.adaptive() && tab.fsal()) << tab.name;
+    EXPECT_EQ(tab.order, c.order) << tab.name;
+    EXPECT_EQ(tab.achieved_order(tab.b), c.order) << tab.name;
+    EXPECT_EQ(tab.achieved_order(tab.b_embedded), c.embedded) << tab.name;
+    for (const auto& p : problems()) {
+      EXPECT_NEAR(observed_order(tab, p, c.n), c.order, 0.3) << p.name << " " << tab.name;
+    }
+  }
+  // And the fixed-step presets are neither.
+  for (auto m : all_methods())
+    EXPECT_FALSE(anode::tableau(m).adaptive() || anode::tableau(m).fsal());
+}
+
+// A claimed order is checked against the order conditions of every rooted tree up to it.
+TEST(Tableau, ClaimedOrderIsChecked) {
+  ButcherTableau heun3{"heun-claims-3", 3, {{}, {1.0}}, {0.5, 0.5}, {0.0, 1.0}, {}, 0};
+  EXPECT_TRUE(throws_mentioning(
+      [&] { heun3.validate(); },
+      {"'heun-claims-3'", "claims order 3", "order-3 condition", "it has order 2"}));
+  ButcherTableau emb{"heun-euler", 2, {{}, {1.0}}, {0.5, 0.5}, {0.0, 1.0}, {1.0, 0.0}, 2};
+  EXPECT_TRUE(throws_mentioning([&] { emb.validate(); },
+                                {"'heun-euler'", "embedded weights", "order-2 condition"}));
+  emb.embedded_order = 1;
+  EXPECT_NO_THROW(emb.validate());
+  EXPECT_TRUE(emb.adaptive());
+  EXPECT_FALSE(emb.fsal());
+  // Through the options: validated once, when set.
+  EXPECT_TRUE(
+      throws_mentioning([&] { anode::ODEBlockOptions().tableau(heun3); }, {"claims order 3"}));
+  auto o = anode::ODEBlockOptions().tableau(emb);
+  EXPECT_TRUE(o.adaptive());
+  EXPECT_EQ(&o.effective_tableau(), o.tableau().get());
+}
+
 TEST(Tableau, CustomTablesConvergeAtTheirOrder) {
   for (const auto& p : problems()) {
     for (const auto* t : {&heun_tableau(), &kutta3_tableau(), &three_eighths_tableau()}) {

@@ -6,12 +6,15 @@
 //
 // See README.md for the why (ANODE, Gholami et al. 2019) and the gradient modes.
 
+#include <anode/adaptive.hpp>
 #include <anode/integrate.hpp>
 #include <anode/memory.hpp>
+#include <anode/method.hpp>
 #include <anode/ode_block.hpp>
 #include <anode/odeint.hpp>
 #include <anode/options.hpp>
 #include <anode/solve.hpp>
+#include <anode/stats.hpp>
 #include <anode/system.hpp>
 #include <anode/tableau.hpp>
 #include <anode/version.hpp>

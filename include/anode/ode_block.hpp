@@ -36,8 +36,13 @@ class ODEBlockImpl : public torch::nn::Cloneable<ODEBlockImpl<Func>> {
 
   /// z(t1) for z(t0) = x.
   torch::Tensor forward(const torch::Tensor& x) {
-    return solve(System::of_module(func_), x, options);
+    counter_ = std::make_shared<EvalCounter>();
+    return solve(System::of_module(func_), x, options, counter_);
   }
+
+  /// The counts of the last forward call and, once it has run, its backward (zeros before the
+  /// first forward).
+  SolveStats stats() const { return counter_ ? *counter_->stats : SolveStats{}; }
 
   /// The wrapped right-hand side.
   std::shared_ptr<Func> func() const { return func_; }
@@ -73,6 +78,7 @@ class ODEBlockImpl : public torch::nn::Cloneable<ODEBlockImpl<Func>> {
 
  private:
   std::shared_ptr<Func> func_;
+  std::shared_ptr<EvalCounter> counter_;
 };
 
 /// Module holder for `ODEBlockImpl<Func>` (a template cannot go through TORCH_MODULE).

@@ -2,89 +2,21 @@
 // Options of an ODE block: which Runge-Kutta method, how many steps over which interval, and how
 // the solve is differentiated.
 
+#include <anode/method.hpp>
+#include <anode/tableau.hpp>
+
 #include <ATen/core/Generator.h>
 #include <c10/util/Exception.h>
 #include <torch/arg.h>
 
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <ostream>
 #include <string>
 #include <vector>
 
 namespace anode {
-
-/// Fixed-step explicit Runge-Kutta methods. Each is a Butcher tableau (see tableau.hpp), so adding
-/// a method adds a table, not a loop.
-enum class Method {
-  Euler,  ///< forward Euler, order 1 (a ResNet block is one Euler step)
-  RK2,    ///< explicit midpoint, order 2 (as in the ANODE paper's code)
-  RK4,    ///< classical Runge-Kutta, order 4
-};
-
-/// How the solve is differentiated.
-enum class Gradient {
-  /// Plain autograd through every stage of every step: exact, memory O(L * N_t).
-  Backprop,
-  /// ANODE (Gholami et al. 2019): keep only the block input, re-run the block with grad in
-  /// backward. The exact gradient of the discrete solve; memory O(L) + O(N_t).
-  Anode,
-  /// Reverse-time continuous adjoint (Chen et al. 2018): optimize-then-discretize. Flat memory,
-  /// but not the gradient of the discrete solve and unstable for non-smooth right-hand sides.
-  /// Kept as the baseline the paper argues against.
-  Adjoint,
-};
-
-inline const char* to_string(Method m) {
-  switch (m) {
-    case Method::Euler:
-      return "Euler";
-    case Method::RK2:
-      return "RK2";
-    case Method::RK4:
-      return "RK4";
-  }
-  return "?";
-}
-
-inline const char* to_string(Gradient g) {
-  switch (g) {
-    case Gradient::Backprop:
-      return "Backprop";
-    case Gradient::Anode:
-      return "Anode";
-    case Gradient::Adjoint:
-      return "Adjoint";
-  }
-  return "?";
-}
-
-inline std::ostream& operator<<(std::ostream& os, Method m) {
-  return os << to_string(m);
-}
-inline std::ostream& operator<<(std::ostream& os, Gradient g) {
-  return os << to_string(g);
-}
-
-/// Parses "euler" | "rk2" | "rk4" (case-insensitive); throws naming the value otherwise.
-inline Method method_from_string(const std::string& name) {
-  std::string s = name;
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (s == "euler") return Method::Euler;
-  if (s == "rk2" || s == "midpoint") return Method::RK2;
-  if (s == "rk4") return Method::RK4;
-  TORCH_CHECK(false, "anode: unknown method '", name, "'; expected euler, rk2 or rk4");
-}
-
-/// Parses "backprop" | "anode" | "adjoint" (case-insensitive); throws naming the value otherwise.
-inline Gradient gradient_from_string(const std::string& name) {
-  std::string s = name;
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (s == "backprop") return Gradient::Backprop;
-  if (s == "anode") return Gradient::Anode;
-  if (s == "adjoint") return Gradient::Adjoint;
-  TORCH_CHECK(false, "anode: unknown gradient '", name, "'; expected backprop, anode or adjoint");
-}
 
 /// Options for `ODEBlock` and `odeint`.
 ///
@@ -96,8 +28,20 @@ inline Gradient gradient_from_string(const std::string& name) {
 struct ODEBlockOptions {
   /// The Runge-Kutta method of every step.
   TORCH_ARG(Method, method) = Method::Euler;
-  /// Number of fixed steps N_t over [t0, t1]; must be >= 1.
+  /// Number of fixed steps N_t over [t0, t1] (over each output interval of a trajectory); must be
+  /// >= 1. Fixed-step methods only.
   TORCH_ARG(int64_t, steps) = 1;
+  /// Fixed-step methods: when > 0, each interval is divided into the fewest equal steps no longer
+  /// than this (overrides `steps`). 0: unused.
+  TORCH_ARG(double, step_size) = 0.0;
+  /// Adaptive methods: relative tolerance of the local error estimate.
+  TORCH_ARG(double, rtol) = 1e-7;
+  /// Adaptive methods: absolute tolerance of the local error estimate.
+  TORCH_ARG(double, atol) = 1e-9;
+  /// Adaptive methods: the most trial steps (accepted + rejected) over the whole solve.
+  TORCH_ARG(int64_t, max_steps) = 100000;
+  /// Adaptive methods: the first step's size; 0 chooses it (Hairer's starting-step heuristic).
+  TORCH_ARG(double, first_step) = 0.0;
   /// Start of the integration interval.
   TORCH_ARG(double, t0) = 0.0;
   /// End of the integration interval; must differ from t0 (t1 < t0 integrates backwards).
@@ -139,6 +83,27 @@ struct ODEBlockOptions {
   TORCH_ARG(bool, verify_recompute) = true;
 
  public:
+  /// A user's explicit Butcher tableau (fixed or embedded), used instead of `method`'s. It is
+  /// validated here, once: row sums equal c, weights sum to 1, and the order conditions of the
+  /// claimed order(s) hold; an error names what fails.
+  ODEBlockOptions& tableau(const ButcherTableau& t) {
+    t.validate();
+    tableau_ = std::make_shared<const ButcherTableau>(t);
+    return *this;
+  }
+  /// The user's tableau, or null (then `method` decides).
+  const std::shared_ptr<const ButcherTableau>& tableau() const { return tableau_; }
+  /// The tableau the solve uses: the user's, or the preset of `method`.
+  const ButcherTableau& effective_tableau() const {
+    return tableau_ ? *tableau_ : anode::tableau(method_);
+  }
+  /// Whether the solve chooses its own steps (an embedded tableau).
+  bool adaptive() const { return effective_tableau().adaptive(); }
+
+ private:
+  std::shared_ptr<const ButcherTableau> tableau_;
+
+ public:
   /// Throws a `c10::Error` naming the offending option and its value.
   void validate() const {
     TORCH_CHECK(steps_ >= 1, "anode: ODEBlockOptions::steps must be >= 1, got ", steps_);
@@ -147,8 +112,30 @@ struct ODEBlockOptions {
     TORCH_CHECK(std::isfinite(t1_ - t0_), "anode: ODEBlockOptions::t1 - t0 overflows (t0 = ", t0_,
                 ", t1 = ", t1_, ")");
     TORCH_CHECK(t1_ != t0_, "anode: ODEBlockOptions::t1 must differ from t0, both are ", t0_);
-    TORCH_CHECK(method_ == Method::Euler || method_ == Method::RK2 || method_ == Method::RK4,
+    TORCH_CHECK(method_ == Method::Euler || method_ == Method::RK2 || method_ == Method::RK4 ||
+                    method_ == Method::Bosh3 || method_ == Method::Dopri5 ||
+                    method_ == Method::Tsit5,
                 "anode: ODEBlockOptions::method has an invalid value ", static_cast<int>(method_));
+    TORCH_CHECK(std::isfinite(step_size_) && step_size_ >= 0.0,
+                "anode: ODEBlockOptions::step_size must be finite and >= 0 (0: use steps), got ",
+                step_size_);
+    TORCH_CHECK(std::isfinite(rtol_) && rtol_ > 0.0,
+                "anode: ODEBlockOptions::rtol must be finite and > 0, got ", rtol_);
+    TORCH_CHECK(std::isfinite(atol_) && atol_ > 0.0,
+                "anode: ODEBlockOptions::atol must be finite and > 0, got ", atol_);
+    TORCH_CHECK(max_steps_ >= 1, "anode: ODEBlockOptions::max_steps must be >= 1, got ",
+                max_steps_);
+    TORCH_CHECK(std::isfinite(first_step_) && first_step_ >= 0.0,
+                "anode: ODEBlockOptions::first_step must be finite and >= 0 (0: automatic), got ",
+                first_step_);
+    TORCH_CHECK(!(adaptive() && keep_forward_checkpoints_),
+                "anode: ODEBlockOptions::keep_forward_checkpoints(true) is not supported with an "
+                "adaptive method (",
+                effective_tableau().name,
+                ") yet: its checkpoints are rebuilt in backward; set it to false");
+    TORCH_CHECK(!(adaptive() && memory_budget_ > 0), "anode: ODEBlockOptions::memory_budget(",
+                memory_budget_, ") is not supported with an adaptive method (",
+                effective_tableau().name, ") yet; set checkpoints(k) instead");
     TORCH_CHECK(gradient_ == Gradient::Backprop || gradient_ == Gradient::Anode ||
                     gradient_ == Gradient::Adjoint,
                 "anode: ODEBlockOptions::gradient has an invalid value ",
@@ -183,8 +170,14 @@ struct ODEBlockOptions {
 };
 
 inline std::ostream& operator<<(std::ostream& os, const ODEBlockOptions& o) {
-  os << "method=" << o.method() << ", steps=" << o.steps() << ", t0=" << o.t0() << ", t1=" << o.t1()
-     << ", gradient=" << o.gradient();
+  os << "method=" << (o.tableau() ? o.tableau()->name : to_string(o.method()));
+  if (o.adaptive())
+    os << ", rtol=" << o.rtol() << ", atol=" << o.atol();
+  else if (o.step_size() > 0)
+    os << ", step_size=" << o.step_size();
+  else
+    os << ", steps=" << o.steps();
+  os << ", t0=" << o.t0() << ", t1=" << o.t1() << ", gradient=" << o.gradient();
   if (o.checkpoints() > 0) os << ", checkpoints=" << o.checkpoints();
   if (o.memory_budget() > 0) os << ", memory_budget=" << o.memory_budget();
   if (o.keep_forward_checkpoints()) os << ", keep_forward_checkpoints=true";

@@ -10,6 +10,7 @@
 // and the result is the discretisation of the continuous gradient, not the gradient of the
 // discrete forward pass. It is here as the baseline the ANODE paper argues against.
 
+#include <anode/adaptive.hpp>
 #include <anode/detail/autocast.hpp>
 #include <anode/detail/buffers.hpp>
 #include <anode/detail/capsule.hpp>
@@ -30,8 +31,9 @@ struct AdjointCall : torch::CustomClassHolder {
   AdjointCall(System sys, Stepper st) : system(std::move(sys)), stepper(std::move(st)) {}
   System system;
   Stepper stepper;
-  std::vector<torch::Tensor> params;  // the node's parameter inputs, in order
-  AutocastState autocast;             // the forward pass's, re-entered by the reverse solve
+  std::vector<torch::Tensor> params;          // the node's parameter inputs, in order
+  AutocastState autocast;                     // the forward pass's, re-entered by the reverse solve
+  std::shared_ptr<AdaptiveSession> adaptive;  // adaptive method: both solves choose steps
 };
 
 }  // namespace detail
@@ -45,7 +47,16 @@ struct AdjointFunction : public torch::autograd::Function<AdjointFunction> {
     call->params = params.vec();
     call->autocast = detail::AutocastState::capture();
     detail::AutocastGuard graph_free(call->autocast, detail::AutocastGuard::Purpose::GraphFree);
-    torch::Tensor zN = call->stepper.integrate(z0, 0, call->stepper.grid().steps);
+    torch::Tensor zN;
+    if (call->adaptive) {
+      auto& session = *call->adaptive;
+      const auto& st = call->stepper;
+      const auto f = [&st](double t, const torch::Tensor& x) { return st.eval(t, x); };
+      zN = adaptive_integrate(st.tableau(), f, z0, st.grid().t0, st.grid().t1, session.control,
+                              session.carry, nullptr, session.k, session.have_k);
+    } else {
+      zN = call->stepper.integrate(z0, 0, call->stepper.grid().steps);
+    }
     detail::save_for_backward(ctx, zN, params, call);
     return zN;
   }
@@ -65,6 +76,7 @@ struct AdjointFunction : public torch::autograd::Function<AdjointFunction> {
 
     // The reverse solve re-evaluates f under the forward's autocast state; keep the caller's RNG
     // stream and the buffers as they are.
+    BackwardCounting counting(call->stepper.counter());
     detail::AutocastGuard recompute(call->autocast, detail::AutocastGuard::Purpose::Recompute);
     detail::RngFork fork(zN.device());
     std::unique_ptr<detail::BufferRestore> keep_buffers;
@@ -72,7 +84,6 @@ struct AdjointFunction : public torch::autograd::Function<AdjointFunction> {
       keep_buffers = std::make_unique<detail::BufferRestore>(call->system.buffers);
     }
 
-    const auto& rhs = call->system.rhs;
     const auto& grid = call->stepper.grid();
     const bool check = call->stepper.check_finite();
     // Parameters the RHS never touched keep an undefined gradient, as with Backprop (optimizers
@@ -83,7 +94,7 @@ struct AdjointFunction : public torch::autograd::Function<AdjointFunction> {
       std::vector<torch::Tensor> dy(2 + P);
       torch::AutoGradMode enable(true);
       torch::Tensor z = y[0].detach().requires_grad_(true);
-      torch::Tensor f = detail::call_rhs(rhs, t, z);
+      torch::Tensor f = call->stepper.eval(t, z);
       std::vector<torch::Tensor> inputs{z};
       inputs.insert(inputs.end(), params.begin(), params.end());
       // An f with no graph (a constant field, or one that reads neither z nor a parameter) has a
@@ -108,14 +119,24 @@ struct AdjointFunction : public torch::autograd::Function<AdjointFunction> {
     y[0] = zN.detach();
     y[1] = grads[0];
     for (std::size_t i = 0; i < P; ++i) y[2 + i] = torch::zeros_like(params[i]);
-    const double h = grid.h();
-    for (int64_t n = grid.steps; n > 0; --n) {
-      // Step from t_n back to t_{n-1}: the same tableau with step -h.
-      y = rk_step(call->stepper.tableau(), augmented, grid.time(n), -h, y);
-      if (check) {
-        TORCH_CHECK(torch::isfinite(y[1]).all().item<bool>(),
-                    "anode: non-finite adjoint (NaN or Inf) in the reverse solve at step ", n,
-                    " of ", grid.steps, " (t = ", grid.time(n - 1), ")");
+    if (call->adaptive) {
+      // Solve the augmented system backwards with its own step control and the same tolerances,
+      // as torchdiffeq's odeint_adjoint does.
+      AdaptiveCarry carry;
+      carry.t_start = grid.t1;
+      std::vector<torch::Tensor> k;
+      bool have_k = false;
+      y = adaptive_integrate(call->stepper.tableau(), augmented, y, grid.t1, grid.t0,
+                             call->adaptive->control, carry, nullptr, k, have_k);
+    } else {
+      for (int64_t n = grid.steps; n > 0; --n) {
+        // Step from t_n back to t_{n-1}: the same tableau with step -h.
+        y = rk_step(call->stepper.tableau(), augmented, grid.time(n), -grid.h(n - 1), y);
+        if (check) {
+          TORCH_CHECK(torch::isfinite(y[1]).all().item<bool>(),
+                      "anode: non-finite adjoint (NaN or Inf) in the reverse solve at step ", n,
+                      " of ", grid.steps, " (t = ", grid.time(n - 1), ")");
+        }
       }
     }
     if (ctx->needs_input_grad(0)) out[0] = y[1];

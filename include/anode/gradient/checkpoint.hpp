@@ -25,6 +25,7 @@
 // Every backward can be retried after an exception: it keeps no half-built state.
 
 #include <ATen/autocast_mode.h>
+#include <anode/adaptive.hpp>
 #include <anode/detail/autocast.hpp>
 #include <anode/detail/buffers.hpp>
 #include <anode/detail/capsule.hpp>
@@ -99,6 +100,7 @@ struct CheckpointCall : torch::CustomClassHolder {
   std::vector<Snapshot> slots;            // keep_forward_checkpoints: slot 1..k (index 0 unused)
   schedule::Schedule plan;                // binomial schedule, when checkpoints > 0
   std::vector<torch::Tensor> params;      // the node's parameter inputs, in order
+  std::shared_ptr<AdaptiveSession> adaptive;  // adaptive method: the forward records its grid
   std::vector<int64_t> out_sizes;
   c10::ScalarType out_dtype = c10::ScalarType::Undefined;
 };
@@ -237,7 +239,6 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& z0,
                                at::TensorList params, c10::intrusive_ptr<Call> call) {
     const auto& stepper = call->stepper;
-    const int64_t n_steps = stepper.grid().steps;
     call->params = params.vec();
     call->autocast = detail::AutocastState::capture();
     Guard graph_free(call->autocast, Guard::Purpose::GraphFree);
@@ -246,13 +247,21 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
       call->checkpoints = plan_for_budget(*call, z0);
       call->enter(call->start);  // the measured step drew random numbers and updated buffers
     }
-    if (call->checkpoints > 0) call->plan = schedule::binomial_schedule(n_steps, call->checkpoints);
     torch::Tensor zN;
-    if (call->checkpoints > 0 && call->keep_forward_checkpoints) {
+    if (call->adaptive) {
+      // Choose the steps; the accepted grid becomes the block's grid, which the recompute repeats.
+      zN = run_adaptive(*call, z0);
+    }
+    const int64_t steps = call->stepper.grid().steps;
+    if (call->checkpoints >= steps) call->checkpoints = 0;  // the whole block fits
+    if (call->checkpoints > 0) call->plan = schedule::binomial_schedule(steps, call->checkpoints);
+    if (zN.defined()) {
+      // the adaptive pass's output
+    } else if (call->checkpoints > 0 && call->keep_forward_checkpoints) {
       zN = run_forward_plan(*call, z0, /*to_end=*/true, /*with_rng=*/!call->generators.empty(),
                             call->slots);
     } else {
-      zN = stepper.integrate(z0, 0, n_steps);
+      zN = stepper.integrate(z0, 0, steps);
     }
     if (!call->generators.empty()) {
       const auto after = detail::RngState::capture(call->generators);
@@ -290,6 +299,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
 
     // Run under the forward's autocast state; leave the caller's random streams and the
     // forward's final buffer values as they are now.
+    BackwardCounting counting(call->stepper.counter());
     Guard recompute(call->autocast, Guard::Purpose::Recompute);
     std::optional<detail::RngFork> fork;
     if (!call->generators.empty()) fork.emplace(call->generators);
@@ -336,6 +346,21 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     Call::Snapshot t = s;
     t.rng = detail::RngState();
     return t;
+  }
+
+  // The adaptive forward pass: chooses and takes the steps, and records the accepted times as the
+  // block's grid (each step h = t_new - t exactly, so the recompute repeats them bit for bit).
+  static torch::Tensor run_adaptive(Call& call, const torch::Tensor& z0) {
+    auto& session = *call.adaptive;
+    const TimeGrid interval = call.stepper.grid();
+    std::vector<double> times{interval.t0};
+    const Stepper& stepper = call.stepper;
+    const auto f = [&stepper](double t, const torch::Tensor& x) { return stepper.eval(t, x); };
+    torch::Tensor z =
+        adaptive_integrate(stepper.tableau(), f, z0, interval.t0, interval.t1, session.control,
+                           session.carry, &times, session.k, session.have_k);
+    call.stepper.set_grid(TimeGrid::explicit_times(std::move(times)));
+    return z;
   }
 
   // Measures one step's forward and backward on the block input, under the forward's autocast

@@ -1,0 +1,390 @@
+// Trajectories and adaptive solvers (issue 9): odeint(f, z0, t) at many output times, fixed and
+// adaptive methods, every gradient mode against Backprop through the same grid and against finite
+// differences, statistics counted exactly, and bad input.
+
+#include "support/testing.hpp"
+
+#include <cmath>
+#include <limits>
+
+using namespace anode_test;
+using anode::Gradient;
+using anode::Method;
+
+namespace {
+
+const auto kD = torch::kDouble;
+
+anode::ODEBlockOptions opts(Method m, Gradient g = Gradient::Anode) {
+  return anode::ODEBlockOptions().method(m).gradient(g);
+}
+
+// Heun-Euler 2(1): an embedded pair that is not FSAL, so every step evaluates f at its start.
+anode::ButcherTableau heun_euler() {
+  return anode::ButcherTableau{"Heun-Euler", 2, {{}, {1.0}}, {0.5, 0.5}, {0.0, 1.0}, {1.0, 0.0}, 1};
+}
+
+// z' = A z with A = [[-0.1, 1], [-1, -0.1]]: a damped rotation with a closed-form solution.
+torch::Tensor rotation_matrix() {
+  return torch::tensor({{-0.1, 1.0}, {-1.0, -0.1}}, kD);
+}
+torch::Tensor rotation_exact(const torch::Tensor& z0, double t) {
+  const double e = std::exp(-0.1 * t), c = std::cos(t), s = std::sin(t);
+  auto R = torch::tensor({{e * c, e * s}, {-e * s, e * c}}, kD);
+  return z0.matmul(R.t());
+}
+
+// A small tanh MLP RHS in float64, with a time input.
+struct FieldImpl : torch::nn::Module {
+  FieldImpl()
+      : fc1(register_module("fc1", torch::nn::Linear(3, 16))),
+        fc2(register_module("fc2", torch::nn::Linear(16, 2))) {
+    to(kD);
+  }
+  torch::Tensor forward(double t, torch::Tensor z) {
+    auto tz = torch::cat({z, torch::full({z.size(0), 1}, t, z.options())}, 1);
+    return fc2(torch::tanh(fc1(tz)));
+  }
+  torch::nn::Linear fc1, fc2;
+};
+TORCH_MODULE(Field);
+
+Field field(uint64_t seed) {
+  torch::manual_seed(seed);
+  return Field();
+}
+
+torch::Tensor times(std::initializer_list<double> ts) {
+  return torch::tensor(std::vector<double>(ts), kD);
+}
+
+// A trajectory loss with a different weight at every output time.
+torch::Tensor trajectory_loss(const torch::Tensor& out) {
+  auto w = torch::arange(1, out.size(0) + 1, out.options()).view({-1, 1, 1});
+  return (out * out * w).sum();
+}
+
+std::vector<torch::Tensor> all_grads(Field& f, const torch::Tensor& z0, const torch::Tensor& t,
+                                     const anode::ODEBlockOptions& o) {
+  auto z = z0.clone().requires_grad_(true);
+  std::vector<torch::Tensor> inputs = f->parameters();
+  inputs.push_back(z);
+  return grads_of(trajectory_loss(anode::odeint(f, z, t, o)), inputs);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// The output: shape, out[0] == z0, the solution at every output time, both directions.
+
+TEST(Trajectory, ShapeFirstEntryAndAccuracyFixedAndAdaptive) {
+  auto A = rotation_matrix();
+  auto f = [A](const torch::Tensor& z) { return z.matmul(A.t()); };
+  auto z0 = torch::tensor({{1.0, 0.0}, {0.3, -0.5}}, kD);
+  for (auto t : {times({0.0, 0.5, 1.7, 3.0}), times({3.0, 2.2, 0.1})}) {
+    for (auto [m, tol] : {std::pair<Method, double>{Method::RK4, 1e-6},
+                          {Method::Dopri5, 1e-7},
+                          {Method::Tsit5, 1e-7},
+                          {Method::Bosh3, 1e-6}}) {
+      auto o = opts(m).steps(40).rtol(1e-9).atol(1e-11);
+      auto out = anode::odeint(f, z0, t, o);
+      ASSERT_EQ(out.sizes(), (std::vector<int64_t>{t.size(0), 2, 2}));
+      EXPECT_TRUE(torch::equal(out[0], z0));
+      for (int64_t i = 1; i < t.size(0); ++i) {
+        auto want = rotation_exact(z0, t[i].item<double>() - t[0].item<double>());
+        EXPECT_LT((out[i] - want).abs().max().item<double>(), tol)
+            << anode::to_string(m) << " t[" << i << "] = " << t[i].item<double>();
+      }
+    }
+  }
+}
+
+// Every output time is a step boundary: a non-FSAL method evaluates f exactly at each of them
+// (the first stage of the step that starts there), and fixed steps divide each interval.
+TEST(Trajectory, OutputTimesAreHitExactly) {
+  const std::vector<double> ts{0.0, 0.3, 0.7, 1.1, 2.0};
+  for (bool adaptive : {false, true}) {
+    std::vector<double> seen;
+    auto f = [&seen](double t, const torch::Tensor& z) {
+      seen.push_back(t);
+      return -z * (1.0 + t);
+    };
+    auto o = adaptive ? anode::ODEBlockOptions().tableau(heun_euler()).rtol(1e-6).atol(1e-8)
+                      : anode::ODEBlockOptions().method(Method::RK4).steps(3);
+    anode::odeint(f, torch::ones({2}, kD), torch::tensor(ts, kD), o);
+    for (std::size_t i = 0; i + 1 < ts.size(); ++i) {
+      EXPECT_NE(std::find(seen.begin(), seen.end(), ts[i]), seen.end())
+          << (adaptive ? "adaptive" : "fixed") << ": no evaluation at t = " << ts[i];
+    }
+  }
+}
+
+TEST(Trajectory, StepSizeGivesTheFewestEqualStepsNoLongerThanIt) {
+  auto stats = std::make_shared<anode::SolveStats>();
+  auto f = [](const torch::Tensor& z) { return -z; };
+  // Intervals of 0.3 and 1.0 with h <= 0.25: 2 and 4 steps.
+  anode::odeint(f, torch::ones({1}, kD), times({0.0, 0.3, 1.3}),
+                opts(Method::Euler, Gradient::Backprop).step_size(0.25), {}, stats);
+  EXPECT_EQ(stats->accepted_steps, 6);
+  EXPECT_EQ(stats->forward_evaluations, 6);
+  // A step size that divides an interval exactly is not rounded up to one more step.
+  auto s2 = std::make_shared<anode::SolveStats>();
+  anode::odeint(f, torch::ones({1}, kD), times({0.0, 0.3}),
+                opts(Method::Euler, Gradient::Backprop).step_size(0.1), {}, s2);
+  EXPECT_EQ(s2->accepted_steps, 3);
+}
+
+// The error of an adaptive solve follows the tolerance.
+TEST(Adaptive, ErrorIsProportionalToTheTolerance) {
+  auto A = rotation_matrix();
+  auto f = [A](const torch::Tensor& z) { return z.matmul(A.t()); };
+  auto z0 = torch::tensor({{1.0, 0.0}}, kD);
+  auto t = times({0.0, 5.0});
+  for (auto m : {Method::Bosh3, Method::Dopri5, Method::Tsit5}) {
+    std::vector<double> errors;
+    for (double tol : {1e-4, 1e-6, 1e-8}) {
+      auto out = anode::odeint(f, z0, t, opts(m).rtol(tol).atol(tol));
+      const double err = (out[1] - rotation_exact(z0, 5.0)).abs().max().item<double>();
+      errors.push_back(err);
+      EXPECT_LT(err, 100 * tol) << anode::to_string(m) << " tol " << tol;
+    }
+    // Two orders of magnitude of tolerance buy at least one of error, each time.
+    EXPECT_LT(errors[1], errors[0] / 10) << anode::to_string(m);
+    EXPECT_LT(errors[2], errors[1] / 10) << anode::to_string(m);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradients.
+
+struct GradCase {
+  Method method;
+  int64_t checkpoints;
+};
+class TrajectoryGradients : public ::testing::TestWithParam<GradCase> {};
+
+// Anode equals Backprop through the same grid (fixed: the same steps; adaptive: the same accepted
+// steps, as step-size control is not differentiated), for a trajectory loss at many times.
+TEST_P(TrajectoryGradients, AnodeEqualsBackprop) {
+  const auto c = GetParam();
+  torch::manual_seed(3);
+  auto z0 = torch::randn({4, 2}, kD);
+  auto t = times({0.0, 0.2, 0.5, 0.55, 1.0, 1.6});
+  auto o = opts(c.method).steps(5).rtol(1e-6).atol(1e-8);
+  auto f1 = field(1), f2 = field(1);
+  auto want = all_grads(f1, z0, t, anode::ODEBlockOptions(o).gradient(Gradient::Backprop));
+  auto got = all_grads(f2, z0, t, anode::ODEBlockOptions(o).checkpoints(c.checkpoints));
+  EXPECT_LT(max_rel_err(got, want), 1e-12);
+  // Backward direction too.
+  auto tb = times({1.6, 1.0, 0.3});
+  auto w2 = all_grads(f1, z0, tb, anode::ODEBlockOptions(o).gradient(Gradient::Backprop));
+  auto g2 = all_grads(f2, z0, tb, anode::ODEBlockOptions(o).checkpoints(c.checkpoints));
+  EXPECT_LT(max_rel_err(g2, w2), 1e-12);
+}
+
+INSTANTIATE_TEST_SUITE_P(FixedAndAdaptive, TrajectoryGradients,
+                         ::testing::Values(GradCase{Method::RK2, 0}, GradCase{Method::RK4, 2},
+                                           GradCase{Method::Dopri5, 0}, GradCase{Method::Dopri5, 3},
+                                           GradCase{Method::Tsit5, 0}, GradCase{Method::Bosh3, 2}),
+                         [](const ::testing::TestParamInfo<GradCase>& i) {
+                           return std::string(anode::to_string(i.param.method)) + "_k" +
+                                  std::to_string(i.param.checkpoints);
+                         });
+
+// Against central finite differences in float64: exact for fixed steps (the gradient of the
+// discrete solve), and within the tolerance for adaptive solves (whose grid moves with the
+// perturbation) and for the Adjoint.
+TEST(TrajectoryGradients, MatchFiniteDifferences) {
+  torch::manual_seed(4);
+  auto z0 = torch::randn({3, 2}, kD);
+  auto t = times({0.0, 0.4, 1.0});
+  struct Case {
+    Method m;
+    Gradient g;
+    double tol;
+  };
+  for (const auto& c :
+       {Case{Method::RK4, Gradient::Anode, 1e-7}, Case{Method::RK4, Gradient::Backprop, 1e-7},
+        Case{Method::Dopri5, Gradient::Anode, 1e-5}, Case{Method::Dopri5, Gradient::Adjoint, 1e-5},
+        Case{Method::RK4, Gradient::Adjoint, 1e-3}}) {
+    auto f = field(5);
+    auto o = opts(c.m, c.g).steps(8).rtol(1e-11).atol(1e-13);
+    auto g = all_grads(f, z0, t, o);
+    // d loss / d fc2.bias[0] and d loss / d z0[1][0], by central differences.
+    torch::NoGradGuard no_grad;
+    auto fd = [&](torch::Tensor target, int64_t idx) {
+      const double eps = 1e-6;
+      auto flat = target.view(-1);
+      const double orig = flat[idx].item<double>();
+      flat[idx] = orig + eps;
+      const double up = trajectory_loss(anode::odeint(f, z0, t, o)).item<double>();
+      flat[idx] = orig - eps;
+      const double down = trajectory_loss(anode::odeint(f, z0, t, o)).item<double>();
+      flat[idx] = orig;
+      return (up - down) / (2 * eps);
+    };
+    const auto params = f->parameters();  // fc1.weight, fc1.bias, fc2.weight, fc2.bias
+    const double fd_bias = fd(params[3], 0);
+    EXPECT_NEAR(g[3].view(-1)[0].item<double>(), fd_bias, c.tol * std::max(1.0, std::abs(fd_bias)))
+        << anode::to_string(c.m) << " " << anode::to_string(c.g);
+    const double fd_z = fd(z0, 2);
+    EXPECT_NEAR(g[4].view(-1)[2].item<double>(), fd_z, c.tol * std::max(1.0, std::abs(fd_z)))
+        << anode::to_string(c.m) << " " << anode::to_string(c.g);
+  }
+}
+
+// The Adjoint on a trajectory applies the jumps at output times: it approaches Backprop's
+// gradient as the steps shrink (it is the discretised continuous gradient, not the discrete one).
+TEST(TrajectoryGradients, AdjointApproachesBackprop) {
+  torch::manual_seed(6);
+  auto z0 = torch::randn({3, 2}, kD);
+  auto t = times({0.0, 0.3, 0.8, 1.2});
+  auto f1 = field(7), f2 = field(7);
+  double previous = 1.0;
+  for (int64_t steps : {4, 16, 64}) {
+    auto want = all_grads(f1, z0, t, opts(Method::RK4, Gradient::Backprop).steps(steps));
+    auto got = all_grads(f2, z0, t, opts(Method::RK4, Gradient::Adjoint).steps(steps));
+    const double err = max_rel_err(got, want);
+    EXPECT_LT(err, previous);
+    previous = err;
+  }
+  EXPECT_LT(previous, 1e-6);
+  // Adaptive adjoint at tight tolerances: close to the adaptive Backprop gradient.
+  auto want =
+      all_grads(f1, z0, t, opts(Method::Dopri5, Gradient::Backprop).rtol(1e-10).atol(1e-12));
+  auto got = all_grads(f2, z0, t, opts(Method::Dopri5, Gradient::Adjoint).rtol(1e-10).atol(1e-12));
+  EXPECT_LT(max_rel_err(got, want), 1e-6);
+}
+
+// An ODEBlock with an adaptive method: z(t1), exact against Backprop.
+TEST(Adaptive, ODEBlockWithDopri5) {
+  torch::manual_seed(8);
+  auto x = torch::randn({5, 3}, kD);
+  torch::manual_seed(9);
+  anode::ODEBlock<MLPImpl> a(MLP(3, 8), opts(Method::Dopri5).rtol(1e-6).atol(1e-8));
+  torch::manual_seed(9);
+  anode::ODEBlock<MLPImpl> b(MLP(3, 8),
+                             opts(Method::Dopri5, Gradient::Backprop).rtol(1e-6).atol(1e-8));
+  a->to(kD);
+  b->to(kD);
+  auto ga = grads_of(a->forward(x).pow(2).sum(), a->parameters());
+  auto gb = grads_of(b->forward(x).pow(2).sum(), b->parameters());
+  EXPECT_LT(max_rel_err(ga, gb), 1e-12);
+  const auto s = a->stats();
+  EXPECT_GT(s.accepted_steps, 1);
+  EXPECT_GT(s.backward_evaluations, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics, counted exactly.
+
+TEST(Stats, FixedStepCounts) {
+  auto f1 = field(9);
+  auto z0 = torch::randn({2, 2}, kD);
+  auto t = times({0.0, 0.5, 1.0, 2.0});  // 3 intervals
+  for (auto g : {Gradient::Backprop, Gradient::Anode}) {
+    auto stats = std::make_shared<anode::SolveStats>();
+    auto out = anode::odeint(f1, z0, t, opts(Method::RK4, g).steps(5), stats);
+    EXPECT_EQ(stats->accepted_steps, 15);
+    EXPECT_EQ(stats->rejected_steps, 0);
+    EXPECT_EQ(stats->forward_evaluations, 15 * 4);
+    EXPECT_EQ(stats->backward_evaluations, 0);  // nothing until backward runs
+    trajectory_loss(out).backward();
+    // Anode recomputes each interval once; Backprop evaluates nothing in backward.
+    EXPECT_EQ(stats->backward_evaluations, g == Gradient::Anode ? 15 * 4 : 0)
+        << anode::to_string(g);
+  }
+}
+
+TEST(Stats, AdaptiveCounts) {
+  auto f1 = field(10);
+  auto z0 = torch::randn({2, 2}, kD);
+  auto t = times({0.0, 0.5, 3.0});
+  for (auto g : {Gradient::Backprop, Gradient::Anode}) {
+    auto stats = std::make_shared<anode::SolveStats>();
+    auto out = anode::odeint(f1, z0, t, opts(Method::Dopri5, g).rtol(1e-8).atol(1e-10), stats);
+    const auto trials = stats->accepted_steps + stats->rejected_steps;
+    EXPECT_GE(stats->accepted_steps, 2);
+    // FSAL: f(t0, z0), one more for the starting-step heuristic, 6 per trial step.
+    EXPECT_EQ(stats->forward_evaluations, 2 + 6 * trials) << anode::to_string(g);
+    trajectory_loss(out).backward();
+    // Anode recomputes the accepted steps of each interval: 7 for its first step, 6 after.
+    if (g == Gradient::Anode) {
+      EXPECT_EQ(stats->backward_evaluations, 2 * 1 + 6 * stats->accepted_steps);
+    } else {
+      EXPECT_EQ(stats->backward_evaluations, 0);
+    }
+  }
+  // A problem that makes the controller reject: a sharp pulse in time.
+  auto stats = std::make_shared<anode::SolveStats>();
+  auto pulse = [](double t, const torch::Tensor& z) {
+    return -z + 50.0 * std::exp(-200.0 * (t - 1.0) * (t - 1.0));
+  };
+  anode::odeint(pulse, torch::zeros({1}, kD), times({0.0, 2.0}),
+                opts(Method::Dopri5, Gradient::Backprop).rtol(1e-6).atol(1e-8).first_step(0.5), {},
+                stats);
+  EXPECT_GT(stats->rejected_steps, 0);
+  EXPECT_EQ(stats->forward_evaluations, 1 + 6 * (stats->accepted_steps + stats->rejected_steps));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input: a clear error naming the value.
+
+TEST(TrajectoryErrors, BadOutputTimes) {
+  auto f = [](const torch::Tensor& z) { return -z; };
+  auto z0 = torch::ones({2}, kD);
+  const double inf = std::numeric_limits<double>::infinity();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  struct Bad {
+    torch::Tensor t;
+    std::vector<std::string> parts;
+  };
+  for (const auto& b :
+       {Bad{times({0.0, 1.0, 0.5}), {"strictly increasing", "t[1] = 1", "t[2] = 0.5"}},
+        Bad{times({1.0, 0.0, 0.5}), {"strictly decreasing", "t[2] = 0.5"}},
+        Bad{times({0.0, 1.0, 1.0}), {"strictly increasing", "t[2] = 1"}},
+        Bad{times({0.0, inf}), {"t[1] = inf", "not finite"}},
+        Bad{times({nan, 1.0}), {"t[0] = nan", "not finite"}},
+        Bad{times({0.0}), {"at least 2 entries", "got 1"}},
+        Bad{torch::tensor(1.0, kD), {"1-D", "0-D"}}, Bad{torch::zeros({2, 2}, kD), {"1-D", "2-D"}},
+        Bad{torch::tensor({0, 1}), {"floating", "Long"}}}) {
+    EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, b.t, opts(Method::RK4)); }, b.parts));
+  }
+}
+
+TEST(TrajectoryErrors, BadTolerancesAndLimits) {
+  auto f = [](const torch::Tensor& z) { return -z; };
+  auto z0 = torch::ones({2}, kD);
+  auto t = times({0.0, 1.0});
+  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, t, opts(Method::Dopri5).rtol(0)); },
+                                {"rtol", "> 0", "got 0"}));
+  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, t, opts(Method::Dopri5).atol(-1)); },
+                                {"atol", "got -1"}));
+  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, t, opts(Method::RK4).step_size(-0.1)); },
+                                {"step_size", "got -0.1"}));
+  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, t, opts(Method::Dopri5).max_steps(0)); },
+                                {"max_steps", "got 0"}));
+  // max_steps exceeded: says t reached and the steps taken.
+  EXPECT_TRUE(throws_mentioning(
+      [&] {
+        anode::odeint(f, z0, times({0.0, 100.0}),
+                      opts(Method::Dopri5).rtol(1e-10).atol(1e-12).max_steps(20));
+      },
+      {"max_steps (20) exceeded at t = ", "accepted", "rejected"}));
+  // A solution that blows up at t = 1: the step size underflows near it.
+  auto blowup = [](const torch::Tensor& z) { return z * z; };
+  EXPECT_TRUE(throws_mentioning(
+      [&] {
+        anode::odeint(blowup, torch::ones({1}, kD), times({0.0, 2.0}), opts(Method::Dopri5));
+      },
+      {"step size underflowed at t = ", "(h = "}));
+  // A NaN in the right-hand side: the error estimate is not finite, naming t.
+  auto nan_after = [](double t, const torch::Tensor& z) {
+    return t > 0.5 ? z * std::numeric_limits<double>::quiet_NaN() : -z;
+  };
+  EXPECT_TRUE(throws_mentioning(
+      [&] {
+        anode::odeint(nan_after, torch::ones({1}, kD), times({0.0, 1.0}), opts(Method::Dopri5));
+      },
+      {"error estimate is not finite", "at t = "}));
+}
