@@ -5,10 +5,12 @@
 // The data are generated here (the classic demo of Chen et al. 2018): dz/dt = (z^3) A with
 // A = [[-0.1, 2], [-2, -0.1]], z(0) = (2, 0), sampled at 1000 times on [0, 25]. The model is
 // dz/dt = W2 tanh(W1 z^3 + b1) + b2; each training batch integrates 16 random windows of 10
-// samples, one anode::odeint call per interval between samples.
+// samples with one trajectory call, anode::odeint(f, z0, t), whose loss is taken at every sample
+// time. Writes a picture of the true and learned trajectories (SVG) for every mode.
 //
-// Usage: anode-spiral [--iters 300] [--method rk4] [--steps 2] [--modes backprop,anode,adjoint]
-//                     [--lr 0.01] [--threads 2] [--seed 0]
+// Usage: anode-spiral [--iters 1000] [--method rk4|dopri5|...] [--steps 2] [--rtol 1e-5]
+//                     [--atol 1e-7] [--modes backprop,anode,adjoint] [--lr 0.01] [--threads 2]
+//                     [--seed 0] [--svg spiral.svg]
 
 #include <torch/torch.h>
 #include <anode/anode.hpp>
@@ -23,21 +25,25 @@
 namespace {
 
 struct Args {
-  int64_t iters = 300;
+  int64_t iters = 1000;
   anode::Method method = anode::Method::RK4;
   int64_t steps = 2;  // solver steps per sample interval
   std::vector<anode::Gradient> modes{anode::Gradient::Backprop, anode::Gradient::Anode,
                                      anode::Gradient::Adjoint};
   double lr = 0.01;
+  double rtol = 1e-5;  // adaptive methods
+  double atol = 1e-7;
   int threads = 2;
   uint64_t seed = 0;
+  std::string svg = "spiral.svg";
 };
 
 [[noreturn]] void usage(const std::string& error) {
   std::cerr << "anode-spiral: " << error << "\n"
-            << "usage: anode-spiral [--iters N] [--method euler|rk2|rk4] [--steps N]\n"
-            << "                    [--modes backprop,anode,adjoint] [--lr X] [--threads N] "
-               "[--seed N]\n";
+            << "usage: anode-spiral [--iters N] [--method euler|rk2|rk4|bosh3|dopri5|tsit5]\n"
+            << "                    [--steps N] [--rtol X] [--atol X]\n"
+            << "                    [--modes backprop,anode,adjoint] [--lr X] [--threads N]\n"
+            << "                    [--seed N] [--svg FILE]\n";
   std::exit(2);
 }
 
@@ -71,10 +77,13 @@ Args parse(int argc, char** argv) {
         a.seed = static_cast<uint64_t>(integer(i, 0));
       else if (opt == "--method")
         a.method = anode::method_from_string(value(i));
-      else if (opt == "--lr") {
+      else if (opt == "--lr" || opt == "--rtol" || opt == "--atol") {
         const std::string v = value(i);
-        a.lr = std::stod(v);
-        if (!(a.lr > 0)) usage("option --lr needs a positive number, got '" + v + "'");
+        const double x = std::stod(v);
+        if (!(x > 0)) usage("option " + opt + " needs a positive number, got '" + v + "'");
+        (opt == "--lr" ? a.lr : opt == "--rtol" ? a.rtol : a.atol) = x;
+      } else if (opt == "--svg") {
+        a.svg = value(i);
       } else if (opt == "--modes") {
         a.modes.clear();
         std::stringstream ss(value(i));
@@ -128,18 +137,13 @@ Data make_spiral(int64_t samples = 1000, double t_end = 25.0) {
   return {t.to(torch::kFloat), z.to(torch::kFloat)};
 }
 
-// Integrates from states z0 [B, 2] over `window` sample intervals; returns [window, B, 2].
-torch::Tensor rollout(SpiralRHS& f, torch::Tensor z, double dt, int64_t window,
-                      const anode::ODEBlockOptions& base) {
-  std::vector<torch::Tensor> out;
-  out.reserve(static_cast<std::size_t>(window));
-  auto opts = base;
-  opts.t0(0.0).t1(dt);  // autonomous: every interval looks the same
-  for (int64_t j = 0; j < window; ++j) {
-    z = anode::odeint(f, z, opts);
-    out.push_back(z);
-  }
-  return torch::stack(out);
+// Integrates from states z0 [B, 2] through the sample times `t` (relative: the dynamics are
+// autonomous); returns the states at t[1..], [window, B, 2]. One trajectory call: the loss at
+// every sample time backpropagates through it, each interval recomputed on its own.
+torch::Tensor rollout(SpiralRHS& f, const torch::Tensor& z0, const torch::Tensor& t,
+                      const anode::ODEBlockOptions& opts,
+                      std::shared_ptr<anode::SolveStats> stats = nullptr) {
+  return anode::odeint(f, z0, t, opts, std::move(stats)).slice(0, 1);
 }
 
 struct Outcome {
@@ -147,23 +151,76 @@ struct Outcome {
   double step_ms = 0;
   int64_t peak_bytes = 0;
   double final_loss = 0;
+  anode::SolveStats last_step;  // evaluations and steps of the last training step
+  torch::Tensor learned;        // the learned trajectory from z(0), [T, 2]
 };
+
+anode::ODEBlockOptions solver_options(const Args& args) {
+  return anode::ODEBlockOptions()
+      .method(args.method)
+      .steps(args.steps)
+      .rtol(args.rtol)
+      .atol(args.atol);
+}
+
+// The whole trajectory from z(0) with the current model, no graph: [T, 2] (z(0) first).
+torch::Tensor predict(SpiralRHS& f, const Data& data, const anode::ODEBlockOptions& opts) {
+  torch::NoGradGuard no_grad;
+  return anode::odeint(f, data.z[0].unsqueeze(0), data.t, opts).squeeze(1);
+}
+
+// An SVG picture of the true spiral and each mode's learned one, to open in any browser.
+void write_svg(const std::string& path, const Data& data,
+               const std::vector<std::pair<std::string, torch::Tensor>>& learned) {
+  FILE* out = std::fopen(path.c_str(), "w");
+  if (out == nullptr) {
+    std::fprintf(stderr, "anode-spiral: cannot write %s\n", path.c_str());
+    return;
+  }
+  const double size = 520, margin = 20, span = 2.4;  // the spiral lies within [-2.4, 2.4]^2
+  auto px = [&](double v) { return margin + (v + span) / (2 * span) * (size - 2 * margin); };
+  auto py = [&](double v) { return size - margin - (v + span) / (2 * span) * (size - 2 * margin); };
+  auto polyline = [&](const torch::Tensor& z, const char* colour, double width) {
+    std::fprintf(out, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%.1f\" points=\"",
+                 colour, width);
+    auto zc = z.to(torch::kDouble).contiguous();
+    const double* p = zc.data_ptr<double>();
+    for (int64_t i = 0; i < zc.size(0); ++i)
+      std::fprintf(out, "%.2f,%.2f ", px(p[2 * i]), py(p[2 * i + 1]));
+    std::fprintf(out, "\"/>\n");
+  };
+  std::fprintf(out,
+               "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\">\n"
+               "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+               size, size + 20 * (1 + static_cast<double>(learned.size())));
+  polyline(data.z, "#222222", 3.0);
+  const char* colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd"};
+  for (std::size_t i = 0; i < learned.size(); ++i) polyline(learned[i].second, colours[i % 4], 1.5);
+  std::fprintf(out,
+               "<text x=\"20\" y=\"%.0f\" font-family=\"sans-serif\" font-size=\"14\" "
+               "fill=\"#222222\">true spiral</text>\n",
+               size + 14);
+  for (std::size_t i = 0; i < learned.size(); ++i)
+    std::fprintf(out,
+                 "<text x=\"20\" y=\"%.0f\" font-family=\"sans-serif\" font-size=\"14\" "
+                 "fill=\"%s\">learned, %s</text>\n",
+                 size + 14 + 20 * static_cast<double>(i + 1), colours[i % 4],
+                 learned[i].first.c_str());
+  std::fprintf(out, "</svg>\n");
+  std::fclose(out);
+}
 
 Outcome train(const Args& args, anode::Gradient mode, const Data& data) {
   torch::manual_seed(args.seed);
   SpiralRHS f;
   torch::optim::Adam opt(f->parameters(), torch::optim::AdamOptions(args.lr));
-  const auto base = anode::ODEBlockOptions().method(args.method).steps(args.steps).gradient(mode);
+  const auto opts = solver_options(args).gradient(mode);
   const int64_t samples = data.t.size(0), batch = 16, window = 10;
-  const double dt = (data.t[1] - data.t[0]).item<double>();
   const int64_t report = std::max<int64_t>(1, args.iters / 8);
+  const auto window_t = data.t.slice(0, 0, window + 1);  // 0, dt, ..., window * dt
 
-  // Test loss: the whole trajectory from z(0), no graph.
-  auto evaluate = [&] {
-    torch::NoGradGuard no_grad;
-    auto pred = rollout(f, data.z[0].unsqueeze(0), dt, samples - 1, base).squeeze(1);
-    return (pred - data.z.slice(0, 1)).abs().mean().item<double>();
-  };
+  // Test loss: the whole trajectory from z(0).
+  auto evaluate = [&] { return (predict(f, data, opts) - data.z).abs().mean().item<double>(); };
 
   Outcome out;
   double total_ms = 0;
@@ -175,15 +232,19 @@ Outcome train(const Args& args, anode::Gradient mode, const Data& data) {
     const bool measure = it == args.iters;  // peak of the last step (meter reset just before)
     std::unique_ptr<anode::memory::PeakScope> scope;
     if (measure) scope = std::make_unique<anode::memory::PeakScope>();
+    auto stats = std::make_shared<anode::SolveStats>();
     const auto t0 = std::chrono::steady_clock::now();
     opt.zero_grad();
-    auto pred = rollout(f, data.z.index({starts}), dt, window, base);
+    auto pred = rollout(f, data.z.index({starts}), window_t, opts, stats);
     auto loss = (pred - target).abs().mean();
     loss.backward();
     opt.step();
     total_ms +=
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    if (measure) out.peak_bytes = scope->peak_bytes();
+    if (measure) {
+      out.peak_bytes = scope->peak_bytes();
+      out.last_step = *stats;
+    }
     if (it % report == 0 || it == args.iters) {
       const double test = evaluate();
       out.curve.push_back(test);
@@ -194,6 +255,7 @@ Outcome train(const Args& args, anode::Gradient mode, const Data& data) {
   }
   out.step_ms = total_ms / static_cast<double>(args.iters);
   out.final_loss = out.curve.back();
+  out.learned = predict(f, data, opts);
   return out;
 }
 
@@ -203,10 +265,13 @@ int main(int argc, char** argv) {
   anode::memory::install_cpu_meter();
   const Args args = parse(argc, argv);
   torch::set_num_threads(args.threads);
-  std::printf("anode %s | LibTorch %d.%d | spiral: %s, %lld steps per interval, %lld iterations\n",
-              ANODE_VERSION, TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR,
-              anode::to_string(args.method), static_cast<long long>(args.steps),
-              static_cast<long long>(args.iters));
+  const std::string solver =
+      anode::tableau(args.method).adaptive()
+          ? "rtol " + std::to_string(args.rtol) + ", atol " + std::to_string(args.atol)
+          : std::to_string(args.steps) + " steps per sample interval";
+  std::printf("anode %s | LibTorch %d.%d | spiral: %s, %s, %lld iterations\n", ANODE_VERSION,
+              TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, anode::to_string(args.method),
+              solver.c_str(), static_cast<long long>(args.iters));
   const Data data = make_spiral();
   std::printf("data: %lld points of the true spiral on t in [0, 25]\n",
               static_cast<long long>(data.t.size(0)));
@@ -214,21 +279,27 @@ int main(int argc, char** argv) {
   std::vector<std::pair<anode::Gradient, Outcome>> results;
   for (auto mode : args.modes) results.emplace_back(mode, train(args, mode, data));
 
-  std::printf("\n%-10s %16s %14s %18s\n", "gradient", "trajectory loss", "step time",
-              "peak step memory");
+  std::printf("\n%-10s %16s %14s %18s %20s\n", "gradient", "trajectory loss", "step time",
+              "peak step memory", "RHS evals fwd/bwd");
+  std::vector<std::pair<std::string, torch::Tensor>> learned;
   for (const auto& [mode, r] : results) {
-    std::printf("%-10s %16.4f %11.2f ms %15.1f KiB\n", anode::to_string(mode), r.final_loss,
-                r.step_ms, static_cast<double>(r.peak_bytes) / 1024.0);
+    std::printf("%-10s %16.4f %11.2f ms %15.1f KiB %13lld / %lld\n", anode::to_string(mode),
+                r.final_loss, r.step_ms, static_cast<double>(r.peak_bytes) / 1024.0,
+                static_cast<long long>(r.last_step.forward_evaluations),
+                static_cast<long long>(r.last_step.backward_evaluations));
+    learned.emplace_back(
+        std::string(anode::to_string(mode)) + " (" + anode::to_string(args.method) + ")",
+        r.learned);
   }
   const double initial = [&] {
     torch::manual_seed(args.seed);
     SpiralRHS f;
-    torch::NoGradGuard no_grad;
-    auto base = anode::ODEBlockOptions().method(args.method).steps(args.steps);
-    const double dt = (data.t[1] - data.t[0]).item<double>();
-    auto pred = rollout(f, data.z[0].unsqueeze(0), dt, data.t.size(0) - 1, base).squeeze(1);
-    return (pred - data.z.slice(0, 1)).abs().mean().item<double>();
+    return (predict(f, data, solver_options(args)) - data.z).abs().mean().item<double>();
   }();
   std::printf("(untrained model's trajectory loss: %.4f)\n", initial);
+  if (!args.svg.empty()) {
+    write_svg(args.svg, data, learned);
+    std::printf("picture of the true and learned spirals: %s\n", args.svg.c_str());
+  }
   return 0;
 }

@@ -7,6 +7,7 @@
 // See README.md for the why (ANODE, Gholami et al. 2019) and the gradient modes.
 
 #include <anode/adaptive.hpp>
+#include <anode/gradcheck.hpp>
 #include <anode/integrate.hpp>
 #include <anode/memory.hpp>
 #include <anode/method.hpp>

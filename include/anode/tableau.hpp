@@ -64,7 +64,7 @@ struct ButcherTableau {
       TORCH_CHECK(std::abs(row - c[i]) < 1e-12, "anode: Butcher tableau '", name, "' c[", i,
                   "] = ", c[i], " differs from the row sum ", row);
     }
-    check_weights(b, order, "weights b");
+    check_weights(b, order, "weights");
     if (!b_embedded.empty()) {
       TORCH_CHECK(b_embedded.size() == s, "anode: Butcher tableau '", name, "' has ",
                   b_embedded.size(), " embedded weights for ", s, " stages");
