@@ -249,11 +249,19 @@ record() {  # stage status seconds note
 publish() {
   "$py" "$repo/scripts/gpu_summary.py" --work "$work" --results "$results" \
     >>"$work/logs/summary.log" 2>&1 || log "gpu_summary.py failed (see details.tar.gz)"
-  # Not the gradients (megabytes of float64 noise, compared in the summary) nor checkpoints.
-  if tar -czf "$results/details.tar.gz.tmp" --exclude=./grads --exclude='*.pt*' -C "$work" . \
+  # Not the gradients (megabytes of float64 noise, compared in the summary) nor checkpoints. The
+  # archive is made beside the results and moved in, so that $OUT never holds a ninth file.
+  if tar -czf "$build/details.tar.gz.tmp" --exclude=./grads --exclude='*.pt*' -C "$work" . \
     2>/dev/null; then
-    mv "$results/details.tar.gz.tmp" "$results/details.tar.gz"
+    mv -f "$build/details.tar.gz.tmp" "$results/details.tar.gz"
   fi
+  # A file over 16 MiB would not come back from a lent machine: keep the end of a huge log.
+  local f
+  for f in "$results"/*.log; do
+    if [[ -f "$f" && $(stat -c %s "$f") -gt $((12 << 20)) ]]; then
+      tail -c $((12 << 20)) "$f" >"$f.tmp" && mv -f "$f.tmp" "$f"
+    fi
+  done
 }
 
 # run_stage NAME CAP LOGFILE NOTE COMMAND...: runs COMMAND (a program, or a stage_* function of
