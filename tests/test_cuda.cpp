@@ -394,14 +394,19 @@ int64_t cuda_step_peak(torch::Device device, int64_t blocks, int64_t steps, Grad
 }  // namespace
 
 TEST_F(Cuda, PeakScopeMeasuresDeviceTensors) {
+  // The caching allocator counts whole blocks: 4 MiB, or a little more if it hands out a cached
+  // block without splitting it (less than 1 MiB more, by its splitting rule).
+  constexpr int64_t kMiB = 1 << 20;
   anode::memory::PeakScope scope(device);
   {
-    auto t = torch::empty({1 << 20}, torch::dtype(torch::kFloat).device(device));  // 4 MiB
-    EXPECT_EQ(scope.current_bytes(), 4 << 20);
+    auto t = torch::empty({kMiB}, torch::dtype(torch::kFloat).device(device));  // 4 MiB
+    EXPECT_GE(scope.current_bytes(), 4 * kMiB);
+    EXPECT_LT(scope.current_bytes(), 5 * kMiB);
   }
   EXPECT_EQ(scope.current_bytes(), 0);
-  EXPECT_EQ(scope.peak_bytes(), 4 << 20);
-  EXPECT_GE(anode::memory::cuda_peak_bytes(0), 4 << 20);
+  EXPECT_GE(scope.peak_bytes(), 4 * kMiB);
+  EXPECT_LT(scope.peak_bytes(), 5 * kMiB);
+  EXPECT_GE(anode::memory::cuda_peak_bytes(0), 4 * kMiB);
 }
 
 TEST_F(Cuda, BackpropMemoryGrowsWithBlocksTimesSteps) {
