@@ -13,10 +13,15 @@ The peers are not vendored: their source trees are found through environment var
 implementation whose tree is absent is skipped, with a row saying so.
 
 Same weights, data, loss, SGD step, timing rule and (under LD_PRELOAD=libheapcount.so) heap meter
-as the C++ side. Writes one CSV (bench_peers.cpp's columns) and, with --grad-dir, the first
-step's gradients ([dL/dx, dL/dtheta...], float64 raw) for scripts/report.py to compare.
+as the C++ side. Writes one CSV (bench_peers.cpp's columns, one row per N_t) and, with --grad-dir,
+the first step's gradients ([dL/dx, dL/dtheta...], float64 raw) for scripts/report.py to compare.
+On --device cuda the tensor peak is the CUDA caching allocator's, as on the C++ side.
 
   /usr/bin/python3 benchmarks/python/peers.py --impl torchdiffeq --nt 8 --csv out.csv
+  python3 benchmarks/python/peers.py --impl torchdiffeq --nt 2,8,32 --device cuda --csv out.csv
+
+Several N_t in one process share its start-up (and, on CUDA, its context); the heap and RSS
+figures are then the process's, so scripts/report.py runs one N_t per process on the CPU.
 """
 import argparse
 import csv
@@ -136,20 +141,43 @@ class Net(nn.Module):
         return sum(f.nfe for f in self.funcs)
 
 
-def run(args):
+def parse_nts(text):
+    """'8' or '2,8,32': the N_t to run, each >= 1."""
+    try:
+        nts = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        nts = []
+    if not nts or min(nts) < 1:
+        raise argparse.ArgumentTypeError(f"--nt expects integers >= 1 separated by commas, got "
+                                         f"'{text}'")
+    return nts
+
+
+def run(args, nt):
+    """One CSV row: the training step at `nt` steps per block, or why it did not run."""
     row = {c: "" for c in COLUMNS}
-    row.update(impl=args.impl, mode=args.impl, method="RK2", L=args.L, nt=args.nt, dtype=args.dtype,
+    row.update(impl=args.impl, mode=args.impl, method="RK2", L=args.L, nt=nt, dtype=args.dtype,
                threads=torch.get_num_threads(), warmup=args.warmup, repeats=0, status="ok")
-    heap = common.HeapCounter()
     try:
         peer = import_peer(args.impl)
     except Skip as e:
         row["status"] = str(e)
         return row
+    try:
+        measure(args, nt, peer, row)
+    except Exception as e:  # one failed N_t (e.g. out of memory) must not lose the others' rows
+        row["status"] = ("error: " + str(e).strip()).splitlines()[0]
+    return row
+
+
+def measure(args, nt, peer, row):
+    heap = common.HeapCounter()
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    net = Net(args.L, args.channels, make_solver(args.impl, peer, args.nt, dtype, device))
+    if cuda and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda, but this torch sees no CUDA device")
+    net = Net(args.L, args.channels, make_solver(args.impl, peer, nt, dtype, device))
     # The same parameter order as the C++ chain: block l's conv1.weight, bn1.weight, bn1.bias, ...
     common.det_init(net, 1)
     net.to(device, dtype)
@@ -197,7 +225,7 @@ def run(args):
         for p in net.parameters():
             grads.append(p.grad.detach().reshape(-1) if p.grad is not None
                          else torch.zeros(p.numel(), dtype=dtype, device=device))
-        path = os.path.join(args.grad_dir, f"{args.impl}_{args.impl}_nt{args.nt}_{args.dtype}.f64")
+        path = os.path.join(args.grad_dir, f"{args.impl}_{args.impl}_nt{nt}_{args.dtype}.f64")
         torch.cat(grads).to("cpu", torch.float64).numpy().tofile(path)
         row["grad_file"] = path
     peaks = []
@@ -221,16 +249,16 @@ def run(args):
     if args.profile:
         with torch.autograd.profiler.profile() as prof:
             step()
-        prof.export_chrome_trace(args.profile)
+        prof.export_chrome_trace(args.profile.replace("%n", str(nt)))
     row.update(tensor_peak_bytes=max(tpeaks), heap_peak_bytes=max(peaks), max_rss_bytes=rss,
                rhs_evals_fwd=s["ev_f"], rhs_evals_bwd=s["ev_b"])
-    return row
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--impl", choices=IMPLS, required=True)
-    ap.add_argument("--nt", type=int, default=8)
+    ap.add_argument("--nt", type=parse_nts, default=[8],
+                    help="steps per block: one, or a comma-separated list (one row each)")
     ap.add_argument("--L", type=int, default=4)
     ap.add_argument("--channels", type=int, default=32)
     ap.add_argument("--batch", type=int, default=8)
@@ -245,22 +273,26 @@ def main():
     ap.add_argument("--no-time", action="store_true", help="only the first step, for its gradient")
     ap.add_argument("--grad-dir", default="")
     ap.add_argument("--profile", default="", help="after timing, profile one more step into this "
-                    "chrome-trace JSON")
+                    "chrome-trace JSON ('%%n' = N_t)")
     ap.add_argument("--csv", default="-")
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    row = run(args)
+    rows = []
+    for nt in args.nt:
+        rows.append(run(args, nt))
+        r = rows[-1]
+        print(f"{r['impl']} N_t={r['nt']} {r['dtype']} on {args.device}: {r['step_ms'] or '-'} ms, "
+              f"tensor peak {r['tensor_peak_bytes']}, heap peak {r['heap_peak_bytes']} "
+              f"({r['status']})", file=sys.stderr, flush=True)
     out = sys.stdout if args.csv == "-" else open(args.csv, "w", newline="")
     for k, v in list(common.machine_info().items()) + list(PEER_META.items()):
         out.write(f"# {k}={v}\n")
     out.write(f"# heap_meter={'LD_PRELOAD heapcount' if common.HeapCounter().available else 'absent'}\n")
     w = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()
-    w.writerow(row)
+    w.writerows(rows)
     out.flush()
-    print(f"{row['impl']} N_t={row['nt']} {row['dtype']}: {row['step_ms'] or '-'} ms, "
-          f"heap peak {row['heap_peak_bytes']} ({row['status']})", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,40 @@ class Solvers(unittest.TestCase):
         self.assertIsNone(peers.import_peer("torch-backprop"))
 
 
+class PeersCommandLine(unittest.TestCase):
+    def test_nt_takes_one_value_or_a_list(self):
+        self.assertEqual(peers.parse_nts("8"), [8])
+        self.assertEqual(peers.parse_nts("2,8, 32"), [2, 8, 32])
+        for bad in ("", "0", "2,x", "-1"):
+            with self.assertRaises(Exception):
+                peers.parse_nts(bad)
+
+    def run_peers(self, *extra):
+        import csv
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            out = os.path.join(d, "rows.csv")
+            subprocess.run([sys.executable, os.path.join(HERE, "peers.py"), "--impl",
+                            "torch-backprop", "--L", "1", "--channels", "2", "--batch", "1",
+                            "--size", "4", "--no-time", "--csv", out] + list(extra),
+                           check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            with open(out) as f:
+                return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+    def test_one_row_per_nt(self):
+        rows = self.run_peers("--nt", "1,3")
+        self.assertEqual([r["nt"] for r in rows], ["1", "3"])
+        self.assertEqual([r["status"] for r in rows], ["ok", "ok"])
+        # RK2: two evaluations of the right-hand side per step in the forward pass
+        self.assertEqual([r["rhs_evals_fwd"] for r in rows], ["2", "6"])
+
+    @unittest.skipIf(torch.cuda.is_available(), "this torch has CUDA")
+    def test_cuda_without_a_device_is_a_row_saying_so(self):
+        rows = self.run_peers("--nt", "2", "--device", "cuda")
+        self.assertEqual(len(rows), 1)
+        self.assertTrue(rows[0]["status"].startswith("error:"), rows[0]["status"])
+
+
 class HeapCounter(unittest.TestCase):
     def test_absent_counter_reads_minus_one(self):
         if common.HeapCounter().available:
