@@ -16,6 +16,7 @@
 #include <anode/anode.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <sstream>
@@ -234,6 +235,12 @@ Outcome train(const Args& args, anode::Gradient mode, const Data& data) {
     if (measure) scope = std::make_unique<anode::memory::PeakScope>();
     auto stats = std::make_shared<anode::SolveStats>();
     const auto t0 = std::chrono::steady_clock::now();
+    // Cosine learning-rate decay: the long rollout is sensitive to the last steps' noise.
+    const double lr =
+        0.5 * args.lr *
+        (1.0 + std::cos(M_PI * static_cast<double>(it - 1) / static_cast<double>(args.iters)));
+    for (auto& group : opt.param_groups())
+      static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
     opt.zero_grad();
     auto pred = rollout(f, data.z.index({starts}), window_t, opts, stats);
     auto loss = (pred - target).abs().mean();

@@ -13,6 +13,7 @@
 #include <c10/util/Exception.h>
 
 #if defined(ANODE_WITH_CUDA)
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #endif
@@ -126,11 +127,26 @@ inline void reset_cpu_peak() {
   detail::counters().peak.store(detail::counters().current.load());
 }
 
+#if defined(ANODE_WITH_CUDA)
+namespace detail {
+// The caching allocator's statistics exist once it is initialised, which the first CUDA
+// allocation does; recent LibTorch throws when they are read before. One small allocation, once.
+inline void ensure_cuda_allocator(int device) {
+  static std::once_flag once;
+  std::call_once(once, [device] {
+    (void)at::empty({1}, at::TensorOptions().device(c10::Device(
+                             c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device))));
+  });
+}
+}  // namespace detail
+#endif
+
 /// Peak bytes allocated by the CUDA caching allocator on `device` (-1: current device) since the
 /// last reset; -1 when LibTorch was built without CUDA.
 inline int64_t cuda_peak_bytes(int device = -1) {
 #if defined(ANODE_WITH_CUDA)
   if (device < 0) device = c10::cuda::current_device();
+  detail::ensure_cuda_allocator(device);
   // Index 0 is StatType::AGGREGATE in every LibTorch version (the enum moved namespaces in 2.x).
   const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device);
   return stats.allocated_bytes[0].peak;
@@ -144,6 +160,7 @@ inline int64_t cuda_peak_bytes(int device = -1) {
 inline int64_t cuda_current_bytes(int device = -1) {
 #if defined(ANODE_WITH_CUDA)
   if (device < 0) device = c10::cuda::current_device();
+  detail::ensure_cuda_allocator(device);
   const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device);
   return stats.allocated_bytes[0].current;
 #else
@@ -156,6 +173,7 @@ inline int64_t cuda_current_bytes(int device = -1) {
 inline void reset_cuda_peak(int device = -1) {
 #if defined(ANODE_WITH_CUDA)
   if (device < 0) device = c10::cuda::current_device();
+  detail::ensure_cuda_allocator(device);
   c10::cuda::CUDACachingAllocator::resetPeakStats(device);
 #else
   (void)device;

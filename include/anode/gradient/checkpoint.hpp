@@ -55,7 +55,7 @@ struct CheckpointCall : torch::CustomClassHolder {
   CheckpointCall(System sys, Stepper st, const ODEBlockOptions& o, const c10::Device& device)
       : system(std::move(sys)),
         stepper(std::move(st)),
-        checkpoints(o.checkpoints() >= o.steps() ? 0 : o.checkpoints()),
+        checkpoints(o.checkpoints()),  // clamped to the grid in forward
         keep_forward_checkpoints(o.keep_forward_checkpoints()),
         memory_budget(o.memory_budget()),
         verify(o.verify_recompute()),
