@@ -5,6 +5,14 @@
 
 #include <iostream>
 
+// anode defines ANODE_WITH_CUDA for a CUDA build of LibTorch only (CMakeLists.txt tells which
+// LibTorch this project found).
+#if defined(ANODE_WITH_CUDA) && !ANODE_CONSUMER_TORCH_HAS_CUDA
+#error "ANODE_WITH_CUDA is defined, but the LibTorch this project found has no CUDA"
+#elif !defined(ANODE_WITH_CUDA) && ANODE_CONSUMER_TORCH_HAS_CUDA
+#error "ANODE_WITH_CUDA is not defined, but the LibTorch this project found has CUDA"
+#endif
+
 // f(z) = tanh(z W): a module with one parameter (torch::nn::Linear would need more headers).
 struct RHSImpl : torch::nn::Module {
   RHSImpl() : weight(register_parameter("weight", torch::randn({3, 3}))) {}
