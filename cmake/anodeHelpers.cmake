@@ -3,11 +3,33 @@
 # LibTorch's C++ flags (notably _GLIBCXX_USE_CXX11_ABI) must match everything linked with it.
 set(CMAKE_CXX_FLAGS "${CMAKE_CXX_FLAGS} ${TORCH_CXX_FLAGS}")
 
-# One precompiled header with <torch/torch.h>: the dominant compile cost of every target here.
+# anode_target_flags(<target>): warnings, -Werror (ANODE_WERROR) and sanitizers (ANODE_SANITIZE)
+# for a target built from anode's own sources. LibTorch's headers come in as system headers (the
+# include directories of its imported targets), so the warnings are about anode's code only.
+function(anode_target_flags target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra)
+  if(ANODE_WERROR)
+    target_compile_options(${target} PRIVATE -Werror)
+  endif()
+  if(ANODE_SANITIZE)
+    # The library is header-only: instrumenting the programs that include it instruments it.
+    # Any undefined behaviour aborts the program (a failed test) instead of printing a line.
+    # GCC 12's -Wmaybe-uninitialized misfires under -fsanitize=address (on LibTorch's
+    # c10::optional inside torch::data's loader, instantiated by examples/cifar): off here only.
+    target_compile_options(${target} PRIVATE -fsanitize=address,undefined
+                                             -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+                                             -Wno-maybe-uninitialized)
+    target_link_options(${target} PRIVATE -fsanitize=address,undefined)
+  endif()
+endfunction()
+
+# One precompiled header with <torch/torch.h>: the dominant compile cost of every target here. Its
+# flags must match those of the programs that reuse it (anode_target_flags on both).
 if(NOT TARGET anode_pch)
   add_library(anode_pch STATIC ${PROJECT_SOURCE_DIR}/cmake/pch_stub.cpp)
   target_link_libraries(anode_pch PUBLIC anode::anode)
   target_precompile_headers(anode_pch PUBLIC <torch/torch.h>)
+  anode_target_flags(anode_pch)
 endif()
 
 # anode_add_program(<name> <sources...>): an executable that links anode and reuses the PCH.
@@ -15,5 +37,5 @@ function(anode_add_program name)
   add_executable(${name} ${ARGN})
   target_link_libraries(${name} PRIVATE anode::anode)
   target_precompile_headers(${name} REUSE_FROM anode_pch)
-  target_compile_options(${name} PRIVATE -Wall -Wextra -Wno-unused-parameter)
+  anode_target_flags(${name})
 endfunction()

@@ -5,7 +5,8 @@
 # are already installed are skipped. Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
-packages=(g++ make cmake libtorch-dev googletest libgtest-dev clang-format)
+# clang-format-14: the version the lint test judges formatting with (scripts/check_format.sh).
+packages=(g++ make cmake libtorch-dev googletest libgtest-dev clang-format-14)
 if [[ "${ANODE_SETUP_EXTRAS:-1}" == 1 ]]; then
   # CIFAR-10 converter (PIL, NumPy), benchmark report (matplotlib), Python peers (torch).
   packages+=(python3 python3-pil python3-numpy python3-matplotlib python3-torch)
