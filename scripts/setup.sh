@@ -5,28 +5,44 @@
 # are already installed are skipped. Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
+packages=(g++ make cmake libtorch-dev googletest libgtest-dev)
 # clang-format-14: the version the lint test judges formatting with (scripts/check_format.sh).
-packages=(g++ make cmake libtorch-dev googletest libgtest-dev clang-format-14)
+# Optional: distributions without it (Debian 13) skip the lint, with a message.
+optional=(clang-format-14)
 if [[ "${ANODE_SETUP_EXTRAS:-1}" == 1 ]]; then
   # CIFAR-10 converter (PIL, NumPy), benchmark report (matplotlib), Python peers (torch).
   packages+=(python3 python3-pil python3-numpy python3-matplotlib python3-torch)
 fi
 
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [[ ${#missing[@]} -eq 0 ]]; then
-  echo "setup: all packages present (${#packages[@]})"
+for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
+missing_optional=()
+for p in "${optional[@]}"; do installed "$p" || missing_optional+=("$p"); done
+if [[ ${#missing[@]} -eq 0 && ${#missing_optional[@]} -eq 0 ]]; then
+  echo "setup: all packages present (${#packages[@]} + ${#optional[@]} optional)"
   exit 0
 fi
 
-echo "setup: installing ${missing[*]}"
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then
-  command -v sudo >/dev/null || { echo "setup: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  if ! command -v sudo >/dev/null; then
+    [[ ${#missing[@]} -eq 0 ]] && { echo "setup: optional ${missing_optional[*]} not installed (no root)"; exit 0; }
+    echo "setup: need root or sudo to install: ${missing[*]}" >&2
+    exit 1
+  fi
   sudo=(sudo)
 fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -q
-"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+for p in "${missing_optional[@]}"; do
+  if apt-cache show "$p" >/dev/null 2>&1; then
+    missing+=("$p")
+  else
+    echo "setup: optional package $p is not in this distribution; the lint test will be skipped"
+  fi
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo "setup: installing ${missing[*]}"
+  "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
