@@ -10,6 +10,8 @@
 
 #include <torch/types.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <utility>
 #include <vector>

@@ -11,6 +11,8 @@
 
 #include <memory>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 namespace anode {
 

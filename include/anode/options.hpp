@@ -9,7 +9,9 @@
 #include <c10/util/Exception.h>
 #include <torch/arg.h>
 
+#include <cctype>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <ostream>

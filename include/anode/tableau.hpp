@@ -19,6 +19,8 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>

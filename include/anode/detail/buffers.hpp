@@ -6,6 +6,8 @@
 
 #include <torch/types.h>
 
+#include <cstddef>
+#include <utility>
 #include <vector>
 
 namespace anode {

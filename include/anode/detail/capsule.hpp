@@ -7,6 +7,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace anode {

@@ -9,9 +9,9 @@
 #include <torch/csrc/autograd/functions/accumulate_grad.h>
 #include <torch/types.h>
 
-#include <sstream>
-#include <string>
+#include <memory>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 namespace anode {

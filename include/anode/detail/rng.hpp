@@ -17,6 +17,7 @@
 #include <ATen/ops/equal.h>
 #include <c10/core/Device.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <mutex>
 #include <utility>
