@@ -207,26 +207,9 @@ TEST_F(Cuda, AdjointMatchesTheCpuAndConvergesOnSmoothRhs) {
 
 namespace {
 
-/// A user's CUDA autocast region, as torch.autocast opens one: nested, the weight cache cleared
-/// when the outermost region closes.
-class CudaAutocast {
- public:
-  explicit CudaAutocast(c10::ScalarType dtype) : saved_(anode::detail::AutocastState::capture()) {
-    auto s = saved_;
-    s.cuda_enabled = true;
-    s.cuda_dtype = dtype;
-    s.apply();
-    at::autocast::increment_nesting();
-  }
-  ~CudaAutocast() {
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    saved_.apply();
-  }
-  CudaAutocast(const CudaAutocast&) = delete;
-  CudaAutocast& operator=(const CudaAutocast&) = delete;
-
- private:
-  anode::detail::AutocastState saved_;
+/// A user's CUDA autocast region.
+struct CudaAutocast : ScopedAutocast {
+  explicit CudaAutocast(c10::ScalarType dtype) : ScopedAutocast(c10::DeviceType::CUDA, dtype) {}
 };
 
 /// conv-BN-ReLU-conv on an fp32 state: under autocast the convs run in fp16/bf16 and return it.

@@ -17,25 +17,10 @@ anode::ODEBlockOptions opts(Method m, int64_t steps, Gradient g = Gradient::Anod
   return anode::ODEBlockOptions().method(m).steps(steps).gradient(g);
 }
 
-/// A user's autocast region, as torch.autocast opens one: CPU autocast on in `dtype`, nested, its
-/// weight cache cleared when the outermost region closes.
-class CpuAutocast {
- public:
+/// A user's CPU autocast region (bf16 by default).
+struct CpuAutocast : ScopedAutocast {
   explicit CpuAutocast(c10::ScalarType dtype = torch::kBFloat16)
-      : saved_(anode::detail::AutocastState::capture()) {
-    auto s = saved_;
-    s.cpu_enabled = true;
-    s.cpu_dtype = dtype;
-    s.apply();
-    at::autocast::increment_nesting();
-  }
-  ~CpuAutocast() {
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    saved_.apply();
-  }
-
- private:
-  anode::detail::AutocastState saved_;
+      : ScopedAutocast(c10::DeviceType::CPU, dtype) {}
 };
 
 /// conv-ReLU-conv on an fp32 state: under autocast the convs run in bf16 and return bf16.

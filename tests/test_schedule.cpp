@@ -465,37 +465,6 @@ TEST(BinomialSchedule, GenerationIsFast) {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// The memory-budget chooser.
-
-TEST(CheckpointsForBudget, PicksTheLargestAffordableCheckpointCount) {
-  // (k+1) * 100 + 50 <= 1000  <=>  k <= 8.
-  EXPECT_EQ(sch::checkpoints_for_budget(64, 100, 50, 1000), 8);
-  EXPECT_EQ(sch::checkpoints_for_budget(64, 100, 50, 949), 7);
-  EXPECT_EQ(sch::checkpoints_for_budget(64, 100, 50, 950), 8);
-  EXPECT_EQ(sch::checkpoints_for_budget(64, 100, 0, 200), 1);  // exactly z_0 and one checkpoint
-  // Capped at N-1: more slots are never used.
-  EXPECT_EQ(sch::checkpoints_for_budget(5, 100, 50, 1000000), 4);
-  EXPECT_EQ(sch::checkpoints_for_budget(64, 1, 0, std::numeric_limits<std::int64_t>::max()), 63);
-  // N = 1 uses no slot; the answer is still >= 1 because 0 means "no checkpointing".
-  EXPECT_EQ(sch::checkpoints_for_budget(1, 100, 50, 150), 1);
-}
-
-TEST(CheckpointsForBudget, ExplainsABudgetThatIsTooSmall) {
-  // Needs 2 * 100 + 50 = 250 bytes.
-  expect_throws_with([] { sch::checkpoints_for_budget(64, 100, 50, 249); },
-                     "memory_budget of 249 bytes is too small for this ODE block: its state "
-                     "takes 100 bytes and one step's graph 50 bytes, so the backward needs at "
-                     "least 250 bytes");
-  EXPECT_EQ(sch::checkpoints_for_budget(64, 100, 50, 250), 1);
-  expect_throws_with([] { sch::checkpoints_for_budget(64, 100, 5000, 1000); },
-                     "Raise memory_budget to at least 5200 bytes");
-  expect_throws_with([] { sch::checkpoints_for_budget(1, 100, 50, 149); }, "at least 150 bytes");
-  expect_throws_with([] { sch::checkpoints_for_budget(8, 0, 50, 1000); },
-                     "state_bytes must be > 0");
-  expect_throws_with([] { sch::checkpoints_for_budget(8, 10, -1, 1000); },
-                     "step_graph_bytes must be >= 0");
-  expect_throws_with([] { sch::checkpoints_for_budget(8, 10, 1, 0); }, "budget_bytes must be > 0");
-}
+// The memory-budget planner (measured step cost) is tested in test_binomial and test_memory.
 
 }  // namespace

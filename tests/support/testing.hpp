@@ -59,6 +59,29 @@ inline double max_rel_err(const std::vector<torch::Tensor>& a,
     }                                                                                        \
   }
 
+/// A user's autocast region for one device type, as torch.autocast opens one: autocast on in
+/// `dtype`, nested, the weight cache cleared when the outermost region closes.
+class ScopedAutocast {
+ public:
+  ScopedAutocast(c10::DeviceType type, c10::ScalarType dtype)
+      : saved_(anode::detail::AutocastState::capture()) {
+    auto s = saved_;
+    (type == c10::DeviceType::CUDA ? s.cuda_enabled : s.cpu_enabled) = true;
+    (type == c10::DeviceType::CUDA ? s.cuda_dtype : s.cpu_dtype) = dtype;
+    s.apply();
+    at::autocast::increment_nesting();
+  }
+  ~ScopedAutocast() {
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    saved_.apply();
+  }
+  ScopedAutocast(const ScopedAutocast&) = delete;
+  ScopedAutocast& operator=(const ScopedAutocast&) = delete;
+
+ private:
+  anode::detail::AutocastState saved_;
+};
+
 /// Counts every evaluation of the right-hand side modules below.
 inline std::atomic<int64_t>& rhs_evaluations() {
   static std::atomic<int64_t> n{0};

@@ -17,43 +17,6 @@
 namespace anode {
 namespace detail {
 
-/// The first leaf requiring grad that `roots`' graphs reach and that is not one of `known`;
-/// undefined if there is none.
-inline torch::Tensor foreign_leaf(const std::vector<torch::Tensor>& roots,
-                                  const std::vector<torch::Tensor>& known) {
-  using torch::autograd::Node;
-  std::unordered_set<const c10::TensorImpl*> ok;
-  std::unordered_set<const Node*> seen;
-  for (const auto& t : known) {
-    if (!t.defined()) continue;
-    ok.insert(t.unsafeGetTensorImpl());
-    // A known tensor that is not a leaf (a parameter computed from another) is an input of the
-    // Function: what lies behind it is differentiated through it, outside the recompute.
-    if (t.grad_fn()) seen.insert(t.grad_fn().get());
-  }
-  std::vector<Node*> stack;
-  for (const auto& r : roots) {
-    if (r.defined() && r.grad_fn() && !seen.count(r.grad_fn().get())) {
-      seen.insert(r.grad_fn().get());
-      stack.push_back(r.grad_fn().get());
-    }
-  }
-  while (!stack.empty()) {
-    Node* node = stack.back();
-    stack.pop_back();
-    for (const auto& edge : node->next_edges()) {
-      Node* next = edge.function.get();
-      if (next == nullptr || !seen.insert(next).second) continue;
-      if (auto* acc = dynamic_cast<torch::autograd::AccumulateGrad*>(next)) {
-        if (!ok.count(acc->variable.unsafeGetTensorImpl())) return acc->variable;
-        continue;
-      }
-      stack.push_back(next);
-    }
-  }
-  return {};
-}
-
 /// Every leaf requiring grad that `roots`' graphs reach without passing through one of `stops`
 /// (nodes whose inputs are differentiated separately, such as a weight's cached autocast cast).
 inline std::vector<torch::Tensor> reached_leaves(
@@ -104,11 +67,17 @@ inline void check_no_foreign_leaf_in(const std::vector<torch::Tensor>& leaves,
   }
 }
 
-/// Raises if the recomputed `roots` reach a leaf requiring grad that is not in `known`.
+/// Raises if the recomputed `roots` reach a leaf requiring grad that is not in `known`. A known
+/// tensor that is not a leaf (a parameter computed from another) is an input of the Function:
+/// what lies behind it is differentiated through it, outside the recompute, so the walk stops
+/// there.
 inline void check_no_foreign_leaf(const std::vector<torch::Tensor>& roots,
                                   const std::vector<torch::Tensor>& known, const char* mode) {
-  const torch::Tensor leaf = foreign_leaf(roots, known);
-  if (leaf.defined()) raise_foreign_leaf(leaf, mode);
+  std::vector<const torch::autograd::Node*> stops;
+  for (const auto& t : known) {
+    if (t.defined() && t.grad_fn()) stops.push_back(t.grad_fn().get());
+  }
+  check_no_foreign_leaf_in(reached_leaves(roots, stops), known, mode);
 }
 
 }  // namespace detail

@@ -95,16 +95,6 @@ class RngState {
     return out;
   }
 
-  /// The index of the first generator whose state differs from `other`'s, or -1.
-  int64_t first_difference(const RngState& other) const {
-    for (std::size_t i = 0; i < states_.size() && i < other.states_.size(); ++i) {
-      if (states_[i].first != other.states_[i].first ||
-          !at::equal(states_[i].second, other.states_[i].second))
-        return static_cast<int64_t>(i);
-    }
-    return states_.size() == other.states_.size() ? -1 : static_cast<int64_t>(states_.size());
-  }
-
   bool empty() const { return states_.empty(); }
   std::size_t size() const { return states_.size(); }
   const std::vector<std::pair<at::Generator, at::Tensor>>& states() const { return states_; }

@@ -344,43 +344,6 @@ inline std::int64_t backward_advances(const Schedule& s) {
   return count_advances(s.backward);
 }
 
-/// The number of checkpoints k (slots besides z_0) that a block of `steps` steps can afford in
-/// `budget_bytes`, counting (k+1) * state_bytes for z_0 and the k slots plus `step_graph_bytes`
-/// for everything one taped step needs besides the slots (the working state, the incoming
-/// adjoint, the step's saved activations and gradients); pass that figure in.
-///
-/// Returns the largest affordable k, capped at N-1 (more slots are never used, and the optimum
-/// strictly decreases with k up to N-1), and never 0: 0 means "no checkpointing" to
-/// ODEBlockOptions, so the result is at least 1 (for N = 1, where no slot is ever used, 1).
-/// Throws when even one checkpoint does not fit: (1 + min(1, N-1)) * state_bytes +
-/// step_graph_bytes > budget_bytes.
-inline std::int64_t checkpoints_for_budget(std::int64_t steps, std::int64_t state_bytes,
-                                           std::int64_t step_graph_bytes,
-                                           std::int64_t budget_bytes) {
-  TORCH_CHECK(steps >= 1, "checkpoints_for_budget: steps must be >= 1, got ", steps);
-  TORCH_CHECK(state_bytes > 0, "checkpoints_for_budget: state_bytes must be > 0, got ",
-              state_bytes);
-  TORCH_CHECK(step_graph_bytes >= 0, "checkpoints_for_budget: step_graph_bytes must be >= 0, got ",
-              step_graph_bytes);
-  TORCH_CHECK(budget_bytes > 0, "checkpoints_for_budget: budget_bytes must be > 0, got ",
-              budget_bytes);
-  const std::int64_t min_slots = std::min<std::int64_t>(1, steps - 1);
-  const std::int64_t available = budget_bytes - step_graph_bytes;  // both >= 0: no overflow
-  const std::int64_t affordable = available < 0 ? -1 : available / state_bytes - 1;
-  if (affordable < min_slots) {
-    const std::int64_t needed = (1 + min_slots) * state_bytes + step_graph_bytes;
-    TORCH_CHECK(false, "memory_budget of ", budget_bytes,
-                " bytes is too small for this ODE block: its state takes ", state_bytes,
-                " bytes and one step's graph ", step_graph_bytes,
-                " bytes, so the backward needs "
-                "at least ",
-                needed, " bytes (the block input, ", min_slots,
-                " checkpoint and one step's graph). Raise memory_budget to at least ", needed,
-                " bytes, or set checkpoints explicitly.");
-  }
-  return std::max<std::int64_t>(1, std::min(affordable, steps - 1));
-}
-
 inline std::ostream& operator<<(std::ostream& os, const Action& a) {
   switch (a.kind) {
     case ActionKind::Advance:
