@@ -22,6 +22,22 @@ struct ModelSpec {
   anode::ODEBlockOptions ode;
 };
 
+/// The names `make_model` accepts, in the order the usage text lists them.
+inline const std::vector<std::string>& network_names() {
+  static const std::vector<std::string> names{"resnet", "sqnxt", "alexnet", "resnet4", "resnet10"};
+  return names;
+}
+
+/// Whether `make_model` builds a network of this name.
+inline bool is_network(const std::string& name) {
+  for (const auto& n : network_names())
+    if (n == name) return true;
+  return false;
+}
+
+/// Whether the network takes `--blocks` (blocks per stage); the paper's three have fixed layouts.
+inline bool takes_blocks(const std::string& name) { return name == "resnet" || name == "sqnxt"; }
+
 /// The blocks per stage a network uses when none are given.
 inline std::vector<int64_t> default_blocks(const std::string& network) {
   if (network == "sqnxt") return {6, 6, 8, 1};
