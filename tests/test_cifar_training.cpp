@@ -129,6 +129,34 @@ INSTANTIATE_TEST_SUITE_P(
         // SqueezeNext(0.5, [2, 2, 2, 2], 10)
         CountCase{"sqnxt", 0.5, 10, {2, 2, 2, 2}, 118610, 3358}));
 
+// The paper's networks (examples/cifar/paper_nets.hpp) against the same layer tables built
+// independently in PyTorch: scripts/paper_param_counts.py prints these numbers.
+INSTANTIATE_TEST_SUITE_P(
+    Paper, CifarParameterCount,
+    ::testing::Values(CountCase{"alexnet", 1.0, 10, {}, 8676234, 5901},
+                      CountCase{"alexnet", 0.25, 100, {}, 549156, 1485},
+                      CountCase{"resnet4", 1.0, 10, {}, 126234, 747},
+                      CountCase{"resnet4", 0.5, 100, {}, 34988, 379},
+                      CountCase{"resnet10", 1.0, 10, {}, 320666, 1655},
+                      CountCase{"resnet10", 0.25, 10, {}, 20558, 431}));
+
+TEST(CifarModels, PaperNetworksHaveTheirOdeBlocksAndShapes) {
+  torch::manual_seed(0);
+  const std::pair<const char*, int> nets[] = {{"alexnet", 4}, {"resnet4", 4}, {"resnet10", 10}};
+  for (const auto& [net, ode_blocks] : nets) {
+    auto model = cifar::make_model(spec(net, 0.25, 100));
+    int n = 0;
+    model->for_each_ode_options([&](anode::ODEBlockOptions&) { ++n; });
+    EXPECT_EQ(n, ode_blocks) << net;
+    auto y = model->forward(torch::randn({2, 3, 32, 32}));
+    EXPECT_EQ(y.sizes(), (std::vector<int64_t>{2, 100})) << net;
+    EXPECT_TRUE(torch::isfinite(y).all().item<bool>()) << net;
+    // The layouts are fixed: blocks per stage are refused with a message naming the network.
+    ANODE_ASSERT_THROWS_WITH(cifar::make_model(spec(net, 0.25, 10, {2, 2, 2, 2})),
+                             std::string("network '") + net + "' has a fixed layout");
+  }
+}
+
 TEST(CifarModels, OutputShapesAtTinyWidth) {
   torch::manual_seed(0);
   for (const char* net : {"resnet", "sqnxt"}) {
@@ -180,7 +208,7 @@ TEST(CifarModels, SolverOptionsReachEveryBlock) {
 // ANODE's gradient through the whole network equals plain backpropagation's, and the BatchNorm
 // statistics inside the ODE blocks are updated once per forward, as with backprop.
 TEST(CifarModels, AnodeGradientEqualsBackpropInBothNetworks) {
-  for (const char* net : {"resnet", "sqnxt"}) {
+  for (const char* net : {"resnet", "sqnxt", "alexnet", "resnet4", "resnet10"}) {
     auto x = torch::randn({4, 3, 32, 32});
     auto y = torch::tensor({0, 3, 5, 9});
     std::vector<std::vector<torch::Tensor>> grads, buffers;
@@ -249,6 +277,58 @@ INSTANTIATE_TEST_SUITE_P(Gradients, CifarSmoke,
                                            anode::Gradient::Adjoint),
                          [](const ::testing::TestParamInfo<anode::Gradient>& i) {
                            return std::string(anode::to_string(i.param));
+                         });
+
+// The paper's table trains each network three ways; each way takes two SGD steps here and moves
+// every parameter, those inside the ODE blocks included.
+struct PaperVariant {
+  const char* network;
+  const char* variant;  // baseline | adjoint | anode, as scripts/paper_table.py names them
+};
+
+class PaperSmoke : public CifarTraining, public ::testing::WithParamInterface<PaperVariant> {};
+
+TEST_P(PaperSmoke, TwoStepsTrainEveryParameter) {
+  const auto& v = GetParam();
+  auto c = config("out", 1);
+  c.network = v.network;
+  c.width = 0.125;
+  const std::string variant = v.variant;
+  c.method = anode::Method::Euler;
+  c.nt = variant == "baseline" ? 1 : 2;
+  c.gradient = variant == "baseline"  ? anode::Gradient::Backprop
+               : variant == "adjoint" ? anode::Gradient::Adjoint
+                                      : anode::Gradient::Anode;
+  train = train.first(16);
+  cifar::Trainer trainer(c, train, test);
+  const auto before = snapshot(trainer.model());
+  std::vector<double> losses;
+  trainer.on_batch = [&](int64_t, double loss) { losses.push_back(loss); };
+  std::ostringstream log;
+  ASSERT_TRUE(trainer.run(nullptr, log));
+  ASSERT_EQ(losses.size(), 2u);
+  for (double l : losses) EXPECT_TRUE(std::isfinite(l) && l > 0 && l < 10) << l;
+  size_t i = 0;
+  int ode_params = 0;
+  for (const auto& p : trainer.model().named_parameters()) {
+    EXPECT_FALSE(torch::equal(p.value(), before[i++])) << p.key() << " did not change";
+    ode_params += p.key().find(".func.") != std::string::npos;
+  }
+  EXPECT_GT(ode_params, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Table, PaperSmoke,
+                         ::testing::Values(PaperVariant{"alexnet", "baseline"},
+                                           PaperVariant{"alexnet", "adjoint"},
+                                           PaperVariant{"alexnet", "anode"},
+                                           PaperVariant{"resnet4", "baseline"},
+                                           PaperVariant{"resnet4", "adjoint"},
+                                           PaperVariant{"resnet4", "anode"},
+                                           PaperVariant{"resnet10", "baseline"},
+                                           PaperVariant{"resnet10", "adjoint"},
+                                           PaperVariant{"resnet10", "anode"}),
+                         [](const ::testing::TestParamInfo<PaperVariant>& i) {
+                           return std::string(i.param.network) + "_" + i.param.variant;
                          });
 
 TEST_F(CifarTraining, SqueezeNextTrainsTwoSteps) {

@@ -27,7 +27,7 @@ class UsageError : public std::runtime_error {
 struct Config {
   std::string data;                             ///< --data DIR (required)
   Kind dataset = Kind::Cifar10;                 ///< --dataset cifar10|cifar100
-  std::string network = "resnet";               ///< --network resnet|sqnxt
+  std::string network = "resnet";               ///< --network resnet|sqnxt|alexnet|resnet4|resnet10
   double width = 1.0;                           ///< --width X (channel multiplier)
   std::vector<int64_t> blocks;                  ///< --blocks a,b,c,d (empty: the network's default)
   anode::Method method = anode::Method::Euler;  ///< --method euler|rk2|rk4
@@ -82,9 +82,10 @@ data
   --test-limit N        test on the first N test images only (0: all)    [0]
   --workers N           data-loading threads                             [2]
 model
-  --network NAME        resnet (ResNet18-ODE) | sqnxt (SqNxt-23-ODE)    [resnet]
+  --network NAME        resnet (ResNet18-ODE) | sqnxt (SqNxt-23-ODE) |
+                        alexnet | resnet4 | resnet10 (the ANODE paper's table) [resnet]
   --width X             channel multiplier (e.g. 0.25 for quick CPU runs) [1]
-  --blocks A,B,C,D      blocks per stage [resnet 2,2,2,2; sqnxt 6,6,8,1]
+  --blocks A,B,C,D      blocks per stage [resnet 2,2,2,2; sqnxt 6,6,8,1; others fixed]
 ODE solver
   --method NAME         euler | rk2 | rk4                                [euler]
   --nt N                time steps per ODE block                         [2]
@@ -185,8 +186,9 @@ inline Config parse_args(const std::vector<std::string>& args) {
       c.dataset = choice([](const std::string& v) { return kind_from_string(v); });
     } else if (opt == "--network") {
       c.network = next();
-      if (c.network != "resnet" && c.network != "sqnxt")
-        throw UsageError("option --network needs resnet or sqnxt, got '" + c.network + "'");
+      if (!is_network(c.network))
+        throw UsageError("option --network needs resnet, sqnxt, alexnet, resnet4 or resnet10, got '" +
+                         c.network + "'");
     } else if (opt == "--width") {
       c.width = detail::parse_double(opt, next(), 0.0, false);
     } else if (opt == "--blocks") {
@@ -252,6 +254,9 @@ inline Config parse_args(const std::vector<std::string>& args) {
   }
   if (c.help) return c;
   if (c.data.empty()) throw UsageError("option --data is required");
+  if (!c.blocks.empty() && !takes_blocks(c.network))
+    throw UsageError("option --blocks: network " + c.network +
+                     " has a fixed layout (see docs/paper_networks.md); leave --blocks out");
   if (c.checkpoints > 0 && c.gradient != anode::Gradient::Anode)
     throw UsageError("option --checkpoints " + std::to_string(c.checkpoints) +
                      " needs --gradient anode, got --gradient " + anode::to_string(c.gradient));

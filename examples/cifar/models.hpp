@@ -2,6 +2,7 @@
 // Builds either network from a name, for the command line and the checkpoint loader.
 
 #include "examples/cifar/classifier.hpp"
+#include "examples/cifar/paper_nets.hpp"
 #include "examples/cifar/resnet_ode.hpp"
 #include "examples/cifar/sqnxt_ode.hpp"
 
@@ -15,7 +16,7 @@ namespace cifar {
 
 /// Everything that determines a model's architecture and solver.
 struct ModelSpec {
-  std::string network = "resnet";  ///< "resnet" (ResNet18-ODE) or "sqnxt" (SqNxt-23-ODE)
+  std::string network = "resnet";  ///< one of network_names()
   int64_t num_classes = 10;
   double width = 1.0;
   std::vector<int64_t> blocks;  ///< empty: the network's default
@@ -41,11 +42,14 @@ inline bool takes_blocks(const std::string& name) { return name == "resnet" || n
 /// The blocks per stage a network uses when none are given.
 inline std::vector<int64_t> default_blocks(const std::string& network) {
   if (network == "sqnxt") return {6, 6, 8, 1};
-  return {2, 2, 2, 2};
+  if (network == "resnet") return {2, 2, 2, 2};
+  return {};
 }
 
 /// Constructs the network `spec.network` names; throws on an unknown name.
 inline std::shared_ptr<ClassifierImpl> make_model(const ModelSpec& spec) {
+  TORCH_CHECK(spec.blocks.empty() || takes_blocks(spec.network), "network '", spec.network,
+              "' has a fixed layout and takes no blocks per stage; leave --blocks out");
   const auto blocks = spec.blocks.empty() ? default_blocks(spec.network) : spec.blocks;
   if (spec.network == "resnet") {
     return std::make_shared<ResNetODEImpl>(ResNetODEOptions()
@@ -61,7 +65,13 @@ inline std::shared_ptr<ClassifierImpl> make_model(const ModelSpec& spec) {
                                               .blocks(blocks)
                                               .ode(spec.ode));
   }
-  TORCH_CHECK(false, "unknown network '", spec.network, "'; expected resnet or sqnxt");
+  const auto paper =
+      PaperNetOptions().num_classes(spec.num_classes).width(spec.width).ode(spec.ode);
+  if (spec.network == "alexnet") return AlexNetODE(paper).ptr();
+  if (spec.network == "resnet4") return ResNet4ODE(paper).ptr();
+  if (spec.network == "resnet10") return ResNet10ODE(paper).ptr();
+  TORCH_CHECK(false, "unknown network '", spec.network,
+              "'; expected resnet, sqnxt, alexnet, resnet4 or resnet10");
 }
 
 }  // namespace cifar
