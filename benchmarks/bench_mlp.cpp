@@ -50,9 +50,10 @@ Mode mode_from_string(const std::string& s) {
 int main(int argc, char** argv) {
   try {
     ab::Args args(argc, argv);
-    const auto modes = args.strings("modes", {"backprop", "anode", "adjoint"},
-                                    "backprop, anode, anode-kK (K checkpoints), adjoint, forward (the "
-                                    "graph-free solve alone, no backward)");
+    const auto modes =
+        args.strings("modes", {"backprop", "anode", "adjoint"},
+                     "backprop, anode, anode-kK (K checkpoints), adjoint, forward (the "
+                     "graph-free solve alone, no backward)");
     const auto methods = args.strings("methods", {"rk2", "dopri5"}, "rk2 (fixed), dopri5");
     const int64_t steps = args.integer("steps", 100, "fixed steps on [0, 1]");
     const double rtol = args.real("rtol", 1e-5, "dopri5 relative tolerance");
@@ -76,8 +77,8 @@ int main(int argc, char** argv) {
         const auto z0 = ab::det_values({batch, 2}, 7, 1.0);
         const auto target = ab::det_values({batch, 2}, 11, 1.0);
         torch::optim::SGD opt(f->parameters(), torch::optim::SGDOptions(1e-3));
-        auto options = anode::ODEBlockOptions().gradient(mode.gradient).checkpoints(
-            mode.checkpoints);
+        auto options =
+            anode::ODEBlockOptions().gradient(mode.gradient).checkpoints(mode.checkpoints);
         if (method == "rk2") {
           options.method(anode::Method::RK2).steps(steps);
         } else if (method == "dopri5") {
@@ -108,10 +109,10 @@ int main(int argc, char** argv) {
         for (double s : seconds) ms.push_back(1e3 * s);
         std::ostringstream os;
         os << std::setprecision(10) << "{\"impl\": \"anode-" << mode_name << "\", \"method\": \""
-           << method << "\", \"threads\": " << torch::get_num_threads()
-           << ", \"batch\": " << batch << ", \"steps\": " << steps << ", \"rtol\": " << rtol
-           << ", \"atol\": " << atol << ", \"status\": \"ok\", \"step_ms\": "
-           << ab::quantile(ms, 0.5) << ", \"step_ms_q25\": " << ab::quantile(ms, 0.25)
+           << method << "\", \"threads\": " << torch::get_num_threads() << ", \"batch\": " << batch
+           << ", \"steps\": " << steps << ", \"rtol\": " << rtol << ", \"atol\": " << atol
+           << ", \"status\": \"ok\", \"step_ms\": " << ab::quantile(ms, 0.5)
+           << ", \"step_ms_q25\": " << ab::quantile(ms, 0.25)
            << ", \"step_ms_q75\": " << ab::quantile(ms, 0.75)
            << ", \"rhs_evals_fwd\": " << stats->forward_evaluations
            << ", \"rhs_evals_bwd\": " << stats->backward_evaluations

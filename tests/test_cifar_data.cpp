@@ -452,8 +452,9 @@ TEST(CifarCli, BadOptionsNameTheOptionAndTheValue) {
                            "option --method: anode: unknown method 'rk3'");
   ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--gradient", "magic"}),
                            "option --gradient: anode: unknown gradient 'magic'");
-  ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--network", "vgg"}),
-                           "option --network needs resnet, sqnxt, alexnet, resnet4 or resnet10, got 'vgg'");
+  ANODE_ASSERT_THROWS_WITH(
+      parse({"--data", "d", "--network", "vgg"}),
+      "option --network needs resnet, sqnxt, alexnet, resnet4 or resnet10, got 'vgg'");
   ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--dataset", "mnist"}),
                            "option --dataset: unknown dataset 'mnist'");
   ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--blocks", "2,2,2"}),

@@ -131,14 +131,13 @@ INSTANTIATE_TEST_SUITE_P(
 
 // The paper's networks (examples/cifar/paper_nets.hpp) against the same layer tables built
 // independently in PyTorch: scripts/paper_param_counts.py prints these numbers.
-INSTANTIATE_TEST_SUITE_P(
-    Paper, CifarParameterCount,
-    ::testing::Values(CountCase{"alexnet", 1.0, 10, {}, 8676234, 5901},
-                      CountCase{"alexnet", 0.25, 100, {}, 549156, 1485},
-                      CountCase{"resnet4", 1.0, 10, {}, 126234, 747},
-                      CountCase{"resnet4", 0.5, 100, {}, 34988, 379},
-                      CountCase{"resnet10", 1.0, 10, {}, 320666, 1655},
-                      CountCase{"resnet10", 0.25, 10, {}, 20558, 431}));
+INSTANTIATE_TEST_SUITE_P(Paper, CifarParameterCount,
+                         ::testing::Values(CountCase{"alexnet", 1.0, 10, {}, 8676234, 5901},
+                                           CountCase{"alexnet", 0.25, 100, {}, 549156, 1485},
+                                           CountCase{"resnet4", 1.0, 10, {}, 126234, 747},
+                                           CountCase{"resnet4", 0.5, 100, {}, 34988, 379},
+                                           CountCase{"resnet10", 1.0, 10, {}, 320666, 1655},
+                                           CountCase{"resnet10", 0.25, 10, {}, 20558, 431}));
 
 TEST(CifarModels, PaperNetworksHaveTheirOdeBlocksAndShapes) {
   torch::manual_seed(0);
@@ -317,19 +316,16 @@ TEST_P(PaperSmoke, TwoStepsTrainEveryParameter) {
   EXPECT_GT(ode_params, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Table, PaperSmoke,
-                         ::testing::Values(PaperVariant{"alexnet", "baseline"},
-                                           PaperVariant{"alexnet", "adjoint"},
-                                           PaperVariant{"alexnet", "anode"},
-                                           PaperVariant{"resnet4", "baseline"},
-                                           PaperVariant{"resnet4", "adjoint"},
-                                           PaperVariant{"resnet4", "anode"},
-                                           PaperVariant{"resnet10", "baseline"},
-                                           PaperVariant{"resnet10", "adjoint"},
-                                           PaperVariant{"resnet10", "anode"}),
-                         [](const ::testing::TestParamInfo<PaperVariant>& i) {
-                           return std::string(i.param.network) + "_" + i.param.variant;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Table, PaperSmoke,
+    ::testing::Values(PaperVariant{"alexnet", "baseline"}, PaperVariant{"alexnet", "adjoint"},
+                      PaperVariant{"alexnet", "anode"}, PaperVariant{"resnet4", "baseline"},
+                      PaperVariant{"resnet4", "adjoint"}, PaperVariant{"resnet4", "anode"},
+                      PaperVariant{"resnet10", "baseline"}, PaperVariant{"resnet10", "adjoint"},
+                      PaperVariant{"resnet10", "anode"}),
+    [](const ::testing::TestParamInfo<PaperVariant>& i) {
+      return std::string(i.param.network) + "_" + i.param.variant;
+    });
 
 TEST_F(CifarTraining, SqueezeNextTrainsTwoSteps) {
   auto c = config("out", 1);

@@ -187,8 +187,9 @@ inline Config parse_args(const std::vector<std::string>& args) {
     } else if (opt == "--network") {
       c.network = next();
       if (!is_network(c.network))
-        throw UsageError("option --network needs resnet, sqnxt, alexnet, resnet4 or resnet10, got '" +
-                         c.network + "'");
+        throw UsageError(
+            "option --network needs resnet, sqnxt, alexnet, resnet4 or resnet10, got '" +
+            c.network + "'");
     } else if (opt == "--width") {
       c.width = detail::parse_double(opt, next(), 0.0, false);
     } else if (opt == "--blocks") {

@@ -37,7 +37,9 @@ inline bool is_network(const std::string& name) {
 }
 
 /// Whether the network takes `--blocks` (blocks per stage); the paper's three have fixed layouts.
-inline bool takes_blocks(const std::string& name) { return name == "resnet" || name == "sqnxt"; }
+inline bool takes_blocks(const std::string& name) {
+  return name == "resnet" || name == "sqnxt";
+}
 
 /// The blocks per stage a network uses when none are given.
 inline std::vector<int64_t> default_blocks(const std::string& network) {

@@ -51,8 +51,8 @@ inline std::function<torch::Tensor(torch::Tensor)> relu_fn() {
 /// Appends conv(k x k, padding k/2) - BN - ReLU, optionally strided, to `seq`: the plain layers
 /// between ODE blocks, which change the width or the resolution (an ODE block keeps both).
 /// (A Sequential cannot hold a Sequential, so the three are appended one by one.)
-inline void append_conv_bn_relu(torch::nn::Sequential& seq, int64_t in, int64_t out,
-                                int64_t kernel, int64_t stride = 1) {
+inline void append_conv_bn_relu(torch::nn::Sequential& seq, int64_t in, int64_t out, int64_t kernel,
+                                int64_t stride = 1) {
   seq->push_back(torch::nn::Conv2d(
       torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(false)));
   seq->push_back(torch::nn::BatchNorm2d(out));
@@ -122,8 +122,9 @@ class AlexNetODEImpl : public PaperNetImpl {
     const int64_t fc1 = scaled(384, w), fc2 = scaled(192, w);
     classifier = register_module(
         "classifier",
-        torch::nn::Sequential(torch::nn::Linear(in * 4 * 4, fc1), torch::nn::Functional(detail::relu_fn()),
-                              torch::nn::Linear(fc1, fc2), torch::nn::Functional(detail::relu_fn()),
+        torch::nn::Sequential(torch::nn::Linear(in * 4 * 4, fc1),
+                              torch::nn::Functional(detail::relu_fn()), torch::nn::Linear(fc1, fc2),
+                              torch::nn::Functional(detail::relu_fn()),
                               torch::nn::Linear(fc2, options_.num_classes())));
   }
 
@@ -172,9 +173,7 @@ class SmallResNetODEImpl : public PaperNetImpl {
     linear = register_module("linear", torch::nn::Linear(in, options_.num_classes()));
   }
 
-  torch::Tensor forward(torch::Tensor x) override {
-    return linear(body->forward(x).mean({2, 3}));
-  }
+  torch::Tensor forward(torch::Tensor x) override { return linear(body->forward(x).mean({2, 3})); }
 
   void pretty_print(std::ostream& os) const override {
     int64_t n = 0;

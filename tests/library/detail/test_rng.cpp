@@ -16,7 +16,9 @@ using anode::detail::replayed_generators;
 using anode::detail::RngFork;
 using anode::detail::RngState;
 
-at::Generator cpu_default() { return anode::detail::default_generator(torch::kCPU); }
+at::Generator cpu_default() {
+  return anode::detail::default_generator(torch::kCPU);
+}
 
 TEST(ReplayedGenerators, DefaultIsTheCpuGeneratorForCpuState) {
   const auto gens = replayed_generators({}, torch::kCPU);
