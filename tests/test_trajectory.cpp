@@ -134,6 +134,23 @@ TEST(Trajectory, StepSizeGivesTheFewestEqualStepsNoLongerThanIt) {
   EXPECT_EQ(s2->accepted_steps, 3);
 }
 
+// A stats object reused across iterations (as a training loop does) holds the last solve's counts
+// and, once it ran, that solve's backward: it is reset at the start of every solve.
+TEST(Trajectory, ReusedStatsHoldTheLastSolveOnly) {
+  auto stats = std::make_shared<anode::SolveStats>();
+  auto w = torch::ones({1}, torch::TensorOptions(kD).requires_grad(true));
+  auto f = [w](const torch::Tensor& z) { return -w * z; };
+  for (int iteration = 0; iteration < 3; ++iteration) {
+    auto out = anode::odeint(f, torch::ones({1}, kD), times({0.0, 0.5, 1.0}),
+                             opts(Method::RK2, Gradient::Anode).steps(3), {w}, stats);
+    EXPECT_EQ(stats->forward_evaluations, 2 * 2 * 3) << iteration;
+    EXPECT_EQ(stats->backward_evaluations, 0) << iteration;
+    out.sum().backward();
+    EXPECT_EQ(stats->accepted_steps, 2 * 3) << iteration;
+    EXPECT_EQ(stats->backward_evaluations, 2 * 2 * 3) << iteration;
+  }
+}
+
 // The error of an adaptive solve follows the tolerance.
 TEST(Adaptive, ErrorIsProportionalToTheTolerance) {
   auto A = rotation_matrix();

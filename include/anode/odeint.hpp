@@ -17,8 +17,12 @@
 namespace anode {
 
 namespace detail {
+// The counter of one solve. A caller's stats object is reset first, so that one reused across
+// training iterations holds the last solve's counts (as ODEBlockImpl::stats() does), not a sum.
 inline std::shared_ptr<EvalCounter> counter_for(std::shared_ptr<SolveStats> stats) {
-  return stats ? std::make_shared<EvalCounter>(std::move(stats)) : nullptr;
+  if (!stats) return nullptr;
+  *stats = SolveStats{};
+  return std::make_shared<EvalCounter>(std::move(stats));
 }
 }  // namespace detail
 
@@ -26,8 +30,8 @@ inline std::shared_ptr<EvalCounter> counter_for(std::shared_ptr<SolveStats> stat
 /// callable f. `params` are the tensors f closes over that need gradients: `Gradient::Anode` and
 /// `Gradient::Adjoint` differentiate with respect to those (and x) only; a tensor f reads that
 /// requires grad but is not listed is an error. `Gradient::Backprop` needs no list. f is called
-/// again in backward: capture tensors by value. `stats` (optional) receives the solve's counts,
-/// the backward's once it has run.
+/// again in backward: capture tensors by value. `stats` (optional) is reset, then receives the
+/// solve's counts, the backward's once it has run (reuse it for one solve at a time).
 template <typename F, typename = std::enable_if_t<detail::is_rhs_callable<F>::value>>
 torch::Tensor odeint(F&& f, const torch::Tensor& x, const ODEBlockOptions& options = {},
                      at::TensorList params = {}, std::shared_ptr<SolveStats> stats = nullptr) {
