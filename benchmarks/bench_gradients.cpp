@@ -55,27 +55,28 @@ Grads gradients(Make make, torch::IntArrayRef shape, const anode::ODEBlockOption
 
 int main(int argc, char** argv) try {
   anode::memory::install_cpu_meter();
-  ab::Args args(argc, argv);
-  const bool full = args.flag("full", "the large grid");
-  args.flag("quick", "the small grid (default)");
-  const bool help = args.flag("help");
-  ab::set_threads(args.integer("threads", 1, "intra-op threads (0: LibTorch's default)"));
-  const auto rhs_list = args.strings("rhs", {"relu", "leaky", "tanh", "conv_bn", "mlp"});
-  const auto mode_names = args.strings("modes", {"backprop", "anode", "anode-k2", "adjoint"});
-  const auto methods = args.strings("methods", {"euler", "rk2", "rk4"});
-  const auto nts = args.integers("nt", full ? std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 128, 256}
-                                            : std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64});
-  const int64_t fine_nt = args.integer("fine-nt", full ? 2048 : 512, "RK4 steps of the reference");
-  const int64_t channels = args.integer("channels", full ? 8 : 4);
-  const int64_t batch = args.integer("batch", full ? 4 : 2);
-  const int64_t size = args.integer("size", full ? 16 : 8);
-  const int64_t mlp_batch = args.integer("mlp-batch", 64);
-  const std::string csv_path = args.str("csv", "", "write the CSV here instead of stdout");
-  if (help) {
-    std::cout << args.usage();
-    return 0;
-  }
-  args.finish();
+  ab::Cli cli("Gradient error of each mode against Backprop and a fine float64 reference.",
+              "bench_gradients");
+  int64_t threads = 1, fine_nt = 512, channels = 4, batch = 2, size = 8, mlp_batch = 64;
+  std::vector<std::string> rhs_list{"relu", "leaky", "tanh", "conv_bn", "mlp"};
+  std::vector<std::string> mode_names{"backprop", "anode", "anode-k2", "adjoint"};
+  std::vector<std::string> methods{"euler", "rk2", "rk4"};
+  std::vector<int64_t> nts{1, 2, 4, 8, 16, 32, 64};
+  std::string csv_path;
+  cli.option("--threads", threads, "intra-op threads (0: LibTorch's default)");
+  cli.option("--rhs", rhs_list, "right-hand sides");
+  cli.option("--modes", mode_names, "gradient modes (anode-kN: N binomial checkpoints)");
+  cli.option("--methods", methods);
+  cli.option("--nt", nts, {1, 2, 4, 8, 16, 32, 64, 128, 256}, "steps per block");
+  cli.option("--fine-nt", fine_nt, 2048, "RK4 steps of the reference");
+  cli.option("--channels", channels, 8);
+  cli.option("--batch", batch, 4);
+  cli.option("--size", size, 16);
+  cli.option("--mlp-batch", mlp_batch);
+  cli.option("--csv", csv_path, "write the CSV here instead of stdout");
+  if (!cli.parse(argc, argv)) return 0;
+  const bool full = cli.full;
+  ab::set_threads(threads);
 
   auto csv = ab::CsvWriter::to_path_or_stdout(
       csv_path, {"rhs", "method", "nt", "mode", "dtype", "rel_err_x", "rel_err_theta", "rel_err",

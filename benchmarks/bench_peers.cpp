@@ -44,35 +44,40 @@ void write_f64(const std::string& path, const torch::Tensor& t) {
 
 int main(int argc, char** argv) try {
   anode::memory::install_cpu_meter();
-  ab::Args args(argc, argv);
-  const bool full = args.flag("full", "more repeats");
-  args.flag("quick", "fewer repeats (default)");
-  const bool help = args.flag("help");
-  ab::set_threads(args.integer("threads", 1, "intra-op threads (0: LibTorch's default)"));
-  const auto nts = args.integers("nt", {2, 8, 32}, "steps per block");
-  const auto mode_names = args.strings("modes", {"backprop", "anode", "anode-k4", "adjoint"});
-  const std::string dtype_name = args.str("dtype", "float32", "float32 or float64");
-  const auto method = anode::method_from_string(args.str("method", "rk2"));
-  const int64_t L = args.integer("L", 4, "ODE blocks");
-  const int64_t channels = args.integer("channels", 32);
-  const int64_t batch = args.integer("batch", 8);
-  const int64_t size = args.integer("size", 32);
-  const int64_t warmup = args.integer("warmup", 1, "untimed steps first");
-  const int64_t min_repeats = args.integer("repeats", full ? 5 : 1, "timed steps at least");
-  const int64_t max_repeats = args.integer("max-repeats", full ? 20 : 3, "timed steps at most");
-  const double budget = args.real("budget", full ? 60.0 : 8.0, "seconds per point for the repeats");
-  const bool no_time = args.flag("no-time", "only the first step, for its gradient");
-  const std::string grad_dir = args.str("grad-dir", "", "write first-step gradients here");
-  const std::string profile =
-      args.str("profile", "",
-               "after timing, profile one more step into this chrome-trace JSON ('%m' = mode)");
-  const std::string csv_path = args.str("csv", "", "write the CSV here instead of stdout");
-  const torch::Device device(args.str("device", "cpu"));
-  if (help) {
-    std::cout << args.usage();
-    return 0;
-  }
-  args.finish();
+  ab::Cli cli("anode's gradient modes on the peer network (the torchdiffeq comparison).",
+              "bench_peers");
+  int64_t threads = 1, L = 4, channels = 32, batch = 8, size = 32, warmup = 1;
+  int64_t min_repeats = 1, max_repeats = 3;
+  double budget = 8.0;
+  bool no_time = false;
+  std::vector<int64_t> nts{2, 8, 32};
+  std::vector<std::string> mode_names{"backprop", "anode", "anode-k4", "adjoint"};
+  std::string dtype_name = "float32", method_name = "rk2", grad_dir, profile, csv_path;
+  std::string device_name = "cpu";
+  cli.option("--threads", threads, "intra-op threads (0: LibTorch's default)");
+  cli.option("--nt", nts, "steps per block");
+  cli.option("--modes", mode_names, "gradient modes (anode-kN: N binomial checkpoints)");
+  cli.option("--dtype", dtype_name, "float32 or float64")
+      ->check(CLI::IsMember({"float32", "float64"}));
+  cli.option("--method", method_name);
+  cli.option("--L", L, "ODE blocks");
+  cli.option("--channels", channels);
+  cli.option("--batch", batch);
+  cli.option("--size", size);
+  cli.option("--warmup", warmup, "untimed steps first");
+  cli.option("--repeats", min_repeats, 5, "timed steps at least");
+  cli.option("--max-repeats", max_repeats, 20, "timed steps at most");
+  cli.option("--budget", budget, 60.0, "seconds per point for the repeats");
+  cli.app.add_flag("--no-time", no_time, "only the first step, for its gradient");
+  cli.option("--grad-dir", grad_dir, "write first-step gradients here");
+  cli.option("--profile", profile,
+             "after timing, profile one more step into this chrome-trace JSON ('%m' = mode)");
+  cli.option("--csv", csv_path, "write the CSV here instead of stdout");
+  cli.option("--device", device_name);
+  if (!cli.parse(argc, argv)) return 0;
+  ab::set_threads(threads);
+  const auto method = anode::method_from_string(method_name);
+  const torch::Device device(device_name);
   const auto dtype = dtype_name == "float64" ? torch::kFloat64
                      : dtype_name == "float32"
                          ? torch::kFloat32

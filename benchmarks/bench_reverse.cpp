@@ -27,30 +27,28 @@ namespace ab = anode::bench;
 
 int main(int argc, char** argv) try {
   anode::memory::install_cpu_meter();
-  ab::Args args(argc, argv);
-  const bool full = args.flag("full", "the large grid");
-  args.flag("quick", "the small grid (default)");
-  const bool help = args.flag("help");
-  ab::set_threads(args.integer("threads", 1, "intra-op threads (0: LibTorch's default)"));
-  const auto rhs_list = args.strings("rhs", {"relu", "leaky", "tanh"});
-  const auto methods = args.strings("methods", {"euler", "rk2", "rk4"});
-  const auto nts =
-      args.integers("nt", full ? std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64, 128, 256, 512}
-                               : std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64});
-  const auto scales = args.reals(
-      "scale",
-      full ? std::vector<double>{0.5, 1, 2, 4, 8, 16, 32} : std::vector<double>{1, 4, 16, 32},
-      "weight scales (std scale/sqrt(fan_in))");
-  const auto dtypes = args.strings("dtypes", {"float32", "float64"});
-  const int64_t channels = args.integer("channels", 8);
-  const int64_t batch = args.integer("batch", 4);
-  const int64_t size = args.integer("size", 16);
-  const std::string csv_path = args.str("csv", "", "write the CSV here instead of stdout");
-  if (help) {
-    std::cout << args.usage();
-    return 0;
-  }
-  args.finish();
+  ab::Cli cli("Reverse-time stability: solve forward, then backward, and compare.",
+              "bench_reverse");
+  int64_t threads = 1, channels = 8, batch = 4, size = 16;
+  std::vector<std::string> rhs_list{"relu", "leaky", "tanh"}, methods{"euler", "rk2", "rk4"};
+  std::vector<std::string> dtypes{"float32", "float64"};
+  std::vector<int64_t> nts{1, 2, 4, 8, 16, 32, 64};
+  std::vector<double> scales{1, 4, 16, 32};
+  std::string csv_path;
+  cli.option("--threads", threads, "intra-op threads (0: LibTorch's default)");
+  cli.option("--rhs", rhs_list);
+  cli.option("--methods", methods);
+  cli.option("--nt", nts, {1, 2, 4, 8, 16, 32, 64, 128, 256, 512});
+  cli.option("--scale", scales, {0.5, 1, 2, 4, 8, 16, 32},
+             "weight scales (std scale/sqrt(fan_in))");
+  cli.option("--dtypes", dtypes);
+  cli.option("--channels", channels);
+  cli.option("--batch", batch);
+  cli.option("--size", size);
+  cli.option("--csv", csv_path, "write the CSV here instead of stdout");
+  if (!cli.parse(argc, argv)) return 0;
+  const bool full = cli.full;
+  ab::set_threads(threads);
 
   auto csv = ab::CsvWriter::to_path_or_stdout(
       csv_path, {"rhs", "method", "nt", "scale", "dtype", "rel_err", "growth", "status"});

@@ -38,14 +38,14 @@ struct Point {
   int64_t L, nt;
 };
 
-struct Config {
-  int64_t warmup, min_repeats, max_repeats;
-  double budget_s;
+struct Config {  // the quick grid's defaults (--full changes some, see main)
+  int64_t warmup = 1, min_repeats = 2, max_repeats = 5;
+  double budget_s = 3.0;
   torch::Device device = torch::kCPU;
   // conv RHS
-  int64_t channels, batch, size;
+  int64_t channels = 16, batch = 4, size = 16;
   // MLP RHS
-  int64_t mlp_batch, mlp_hidden;
+  int64_t mlp_batch = 256, mlp_hidden = 64;
 };
 
 // The grid: the full product L x N_t for the main method; for the other methods the N_t sweep at
@@ -146,41 +146,38 @@ void run_point(const Point& p, const std::vector<ab::Mode>& modes, const Config&
 
 int main(int argc, char** argv) try {
   anode::memory::install_cpu_meter();
-  ab::Args args(argc, argv);
-  const bool full = args.flag("full", "the large grid (for a GPU or a long run)");
-  args.flag("quick", "the small grid (default)");
-  const bool help = args.flag("help");
+  ab::Cli cli("Step time and peak memory of each gradient mode over L blocks x N_t steps.",
+              "bench_scaling");
   Config c;
-  ab::set_threads(args.integer("threads", 1, "intra-op threads (0: LibTorch's default)"));
-  c.device = torch::Device(args.str("device", "cpu", "cpu or cuda"));
-  c.warmup = args.integer("warmup", 1, "untimed steps first");
-  c.min_repeats = args.integer("repeats", full ? 5 : 2, "timed steps at least");
-  c.max_repeats = args.integer("max-repeats", full ? 20 : 5, "timed steps at most");
-  c.budget_s = args.real("budget", full ? 20.0 : 3.0, "seconds per point that decide the repeats");
-  const auto rhs_list = args.strings("rhs", {"conv", "mlp"}, "right-hand sides: conv, mlp");
-  const auto mode_names = args.strings("modes", {"backprop", "anode", "anode-k4", "adjoint"},
-                                       "gradient modes (anode-kN: N binomial checkpoints)");
-  const auto methods = args.strings("methods", {"rk2", "euler", "rk4"},
-                                    "methods; the first gets the full L x N_t grid");
-  c.channels = args.integer("channels", full ? 32 : 16, "conv RHS channels");
-  c.batch = args.integer("batch", full ? 8 : 4, "conv RHS batch");
-  c.size = args.integer("size", full ? 32 : 16, "conv RHS image side");
-  const auto conv_L = args.integers(
-      "conv-L", full ? std::vector<int64_t>{1, 2, 4, 8} : std::vector<int64_t>{1, 2, 4});
-  const auto conv_nt = args.integers("conv-nt", full ? std::vector<int64_t>{2, 4, 8, 16, 32, 64}
-                                                     : std::vector<int64_t>{2, 4, 8, 16});
-  c.mlp_batch = args.integer("mlp-batch", 256);
-  c.mlp_hidden = args.integer("mlp-hidden", 64);
-  const auto mlp_L =
-      args.integers("mlp-L", full ? std::vector<int64_t>{1, 2, 4} : std::vector<int64_t>{1});
-  const auto mlp_nt = args.integers("mlp-nt", full ? std::vector<int64_t>{10, 30, 100, 300, 1000}
-                                                   : std::vector<int64_t>{10, 100, 1000});
-  const std::string csv_path = args.str("csv", "", "write the CSV here instead of stdout");
-  if (help) {
-    std::cout << args.usage();
-    return 0;
-  }
-  args.finish();
+  int64_t threads = 1;
+  std::string device_name = "cpu", csv_path;
+  std::vector<std::string> rhs_list{"conv", "mlp"};
+  std::vector<std::string> mode_names{"backprop", "anode", "anode-k4", "adjoint"};
+  std::vector<std::string> methods{"rk2", "euler", "rk4"};
+  std::vector<int64_t> conv_L{1, 2, 4}, conv_nt{2, 4, 8, 16}, mlp_L{1}, mlp_nt{10, 100, 1000};
+  cli.option("--threads", threads, "intra-op threads (0: LibTorch's default)");
+  cli.option("--device", device_name, "cpu or cuda");
+  cli.option("--warmup", c.warmup, "untimed steps first");
+  cli.option("--repeats", c.min_repeats, 5, "timed steps at least");
+  cli.option("--max-repeats", c.max_repeats, 20, "timed steps at most");
+  cli.option("--budget", c.budget_s, 20.0, "seconds per point that decide the repeats");
+  cli.option("--rhs", rhs_list, "right-hand sides: conv, mlp");
+  cli.option("--modes", mode_names, "gradient modes (anode-kN: N binomial checkpoints)");
+  cli.option("--methods", methods, "methods; the first gets the full L x N_t grid");
+  cli.option("--channels", c.channels, 32, "conv RHS channels");
+  cli.option("--batch", c.batch, 8, "conv RHS batch");
+  cli.option("--size", c.size, 32, "conv RHS image side");
+  cli.option("--conv-L", conv_L, {1, 2, 4, 8});
+  cli.option("--conv-nt", conv_nt, {2, 4, 8, 16, 32, 64});
+  cli.option("--mlp-batch", c.mlp_batch);
+  cli.option("--mlp-hidden", c.mlp_hidden);
+  cli.option("--mlp-L", mlp_L, {1, 2, 4});
+  cli.option("--mlp-nt", mlp_nt, {10, 30, 100, 300, 1000});
+  cli.option("--csv", csv_path, "write the CSV here instead of stdout");
+  if (!cli.parse(argc, argv)) return 0;
+  const bool full = cli.full;
+  ab::set_threads(threads);
+  c.device = torch::Device(device_name);
 
   std::vector<ab::Mode> modes;
   for (const auto& m : mode_names) modes.push_back(ab::Mode::parse(m));

@@ -10,16 +10,20 @@
 //
 // Usage: anode-spiral [--iters 1000] [--method rk4|dopri5|...] [--steps 2] [--rtol 1e-5]
 //                     [--atol 1e-7] [--modes backprop,anode,adjoint] [--lr 0.01] [--threads 2]
-//                     [--seed 0] [--svg spiral.svg]
+//                     [--seed 0] [--svg spiral.svg]       (anode-spiral --help: the full list)
 
 #include <torch/torch.h>
 #include <anode/anode.hpp>
+
+#include "examples/cli_checks.hpp"
+
+#include <CLI/CLI.hpp>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
-#include <sstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,70 +43,59 @@ struct Args {
   std::string svg = "spiral.svg";
 };
 
-[[noreturn]] void usage(const std::string& error) {
-  std::cerr << "anode-spiral: " << error << "\n"
-            << "usage: anode-spiral [--iters N] [--method euler|rk2|rk4|bosh3|dopri5|tsit5]\n"
-            << "                    [--steps N] [--rtol X] [--atol X]\n"
-            << "                    [--modes backprop,anode,adjoint] [--lr X] [--threads N]\n"
-            << "                    [--seed N] [--svg FILE]\n";
-  std::exit(2);
-}
-
-Args parse(int argc, char** argv) {
-  Args a;
-  auto value = [&](int& i) -> std::string {
-    if (i + 1 >= argc) usage(std::string("option ") + argv[i] + " needs a value");
-    return argv[++i];
-  };
-  auto integer = [&](int& i, int64_t min) {
-    const std::string name = argv[i], v = value(i);
-    try {
-      std::size_t used = 0;
-      const long long n = std::stoll(v, &used);
-      if (used != v.size() || n < min) throw std::invalid_argument(v);
-      return static_cast<int64_t>(n);
-    } catch (const std::exception&) {
-      usage("option " + name + " needs an integer >= " + std::to_string(min) + ", got '" + v + "'");
-    }
-  };
-  for (int i = 1; i < argc; ++i) {
-    const std::string opt = argv[i];
-    try {
-      if (opt == "--iters")
-        a.iters = integer(i, 1);
-      else if (opt == "--steps")
-        a.steps = integer(i, 1);
-      else if (opt == "--threads")
-        a.threads = static_cast<int>(integer(i, 1));
-      else if (opt == "--seed")
-        a.seed = static_cast<uint64_t>(integer(i, 0));
-      else if (opt == "--method")
-        a.method = anode::method_from_string(value(i));
-      else if (opt == "--lr" || opt == "--rtol" || opt == "--atol") {
-        const std::string v = value(i);
-        const double x = std::stod(v);
-        if (!(x > 0)) usage("option " + opt + " needs a positive number, got '" + v + "'");
-        (opt == "--lr" ? a.lr : opt == "--rtol" ? a.rtol : a.atol) = x;
-      } else if (opt == "--svg") {
-        a.svg = value(i);
-      } else if (opt == "--modes") {
-        a.modes.clear();
-        std::stringstream ss(value(i));
-        for (std::string m; std::getline(ss, m, ',');)
-          a.modes.push_back(anode::gradient_from_string(m));
-        if (a.modes.empty()) usage("option --modes needs at least one mode");
-      } else if (opt == "--help" || opt == "-h") {
-        usage("help");
-      } else {
-        usage("unknown option '" + opt + "'");
-      }
-    } catch (const c10::Error& e) {
-      usage("option " + opt + ": " + e.what_without_backtrace());
-    } catch (const std::invalid_argument&) {
-      usage("option " + opt + " has an invalid value");
-    }
+// Reads the command line into `a`; returns the exit code when the program should stop (--help,
+// or a mistake, reported with the option and the value).
+std::optional<int> parse(int argc, char** argv, Args& a) {
+  using namespace cli_checks;
+  CLI::App app("A neural ODE learns a 2-D spiral, once per gradient mode.", "anode-spiral");
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // last one wins
+  app.add_option("--iters", a.iters, "training iterations")
+      ->transform(IntegerAtLeast(1))
+      ->capture_default_str();
+  add_parsed(app, "--method", a.method, anode::method_from_string,
+             "euler | rk2 | rk4 | bosh3 | dopri5 | tsit5", anode::to_string(a.method));
+  app.add_option("--steps", a.steps, "fixed-step methods: steps per sample interval")
+      ->transform(IntegerAtLeast(1))
+      ->capture_default_str();
+  app.add_option("--rtol", a.rtol, "adaptive methods: relative tolerance")
+      ->check(NumberAbove(0.0))
+      ->capture_default_str();
+  app.add_option("--atol", a.atol, "adaptive methods: absolute tolerance")
+      ->check(NumberAbove(0.0))
+      ->capture_default_str();
+  std::vector<std::string> modes;
+  app.add_option("--modes", modes, "gradient modes to train with, in order")
+      ->type_name("LIST")
+      ->delimiter(',')
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->check(ParsedBy(anode::gradient_from_string))
+      ->default_str("backprop,anode,adjoint");
+  app.add_option("--lr", a.lr, "Adam's learning rate (cosine decay)")
+      ->check(NumberAbove(0.0))
+      ->capture_default_str();
+  app.add_option("--threads", a.threads, "intra-op threads")
+      ->transform(IntegerAtLeast(1))
+      ->capture_default_str();
+  app.add_option("--seed", a.seed, "seed of the initial weights and the batches")
+      ->transform(IntegerAtLeast(0))
+      ->capture_default_str();
+  app.add_option("--svg", a.svg, "picture of the true and learned spirals ('' for none)")
+      ->type_name("FILE")
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "anode-spiral: " << message(e) << "\n(anode-spiral --help lists the options)\n";
+    return 2;
   }
-  return a;
+  if (!modes.empty()) {
+    a.modes.clear();
+    for (const auto& m : modes) a.modes.push_back(anode::gradient_from_string(m));
+  }
+  return std::nullopt;
 }
 
 // dz/dt = W2 tanh(W1 z^3 + b1) + b2.
@@ -270,7 +263,8 @@ Outcome train(const Args& args, anode::Gradient mode, const Data& data) {
 
 int main(int argc, char** argv) {
   anode::memory::install_cpu_meter();
-  const Args args = parse(argc, argv);
+  Args args;
+  if (const auto exit_code = parse(argc, argv, args)) return *exit_code;
   torch::set_num_threads(args.threads);
   const std::string solver =
       anode::tableau(args.method).adaptive()

@@ -442,30 +442,30 @@ TEST(CifarCli, EveryOptionIsParsed) {
 
 TEST(CifarCli, BadOptionsNameTheOptionAndTheValue) {
   ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--epochs", "ten"}),
-                           "option --epochs needs an integer >= 1, got 'ten'");
+                           "option --epochs: needs an integer >= 1, got 'ten'");
   ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--epochs", "0"}), "got '0'");
   ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--nt", "2x"}), "option --nt");
   ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--lr", "-1"}),
-                           "option --lr needs a number > 0, got '-1'");
+                           "option --lr: needs a number > 0, got '-1'");
   ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--width", "nan"}), "option --width");
   ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--method", "rk3"}),
                            "option --method: anode: unknown method 'rk3'");
   ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--gradient", "magic"}),
                            "option --gradient: anode: unknown gradient 'magic'");
-  ANODE_ASSERT_THROWS_WITH(
-      parse({"--data", "d", "--network", "vgg"}),
-      "option --network needs resnet, sqnxt, alexnet, resnet4 or resnet10, got 'vgg'");
+  ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--network", "vgg"}),
+                           "option --network: needs resnet, sqnxt, alexnet, resnet4 or resnet10, "
+                           "got 'vgg'");
   ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--dataset", "mnist"}),
                            "option --dataset: unknown dataset 'mnist'");
   ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--blocks", "2,2,2"}),
-                           "option --blocks needs 4 comma-separated integers >= 1, got '2,2,2'");
+                           "option --blocks: needs 4 comma-separated integers >= 1, got '2,2,2'");
   ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--device", "tpu"}),
-                           "option --device needs cpu, cuda or cuda:I, got 'tpu'");
+                           "option --device: needs cpu, cuda or cuda:I, got 'tpu'");
   ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--batch-size"}),
-                           "option --batch-size needs a value");
-  ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--frobnicate"}), "unknown option '--frobnicate'");
+                           "option --batch-size: 1 required INT missing");
+  ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--frobnicate"}), "not expected: --frobnicate");
   ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--resume=yes"}),
-                           "option --resume takes no value, got 'yes'");
+                           "option --resume: takes no value, got 'yes'");
   ANODE_ASSERT_THROWS_WITH(parse({"--epochs", "3"}), "option --data is required");
   ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--gradient", "backprop", "--checkpoints", "2"}),
                            "option --checkpoints 2 needs --gradient anode");
@@ -473,6 +473,73 @@ TEST(CifarCli, BadOptionsNameTheOptionAndTheValue) {
                            "option --keep-forward-checkpoints needs --checkpoints K >= 1");
   EXPECT_TRUE(parse({"--help"}).help);
   EXPECT_NE(cifar::usage().find("--evaluate"), std::string::npos);
+}
+
+TEST(CifarCli, HelpListsEveryOptionWithItsDefault) {
+  EXPECT_TRUE(parse({"-h"}).help);
+  EXPECT_TRUE(parse({"--data", "d", "--help"}).help);
+  const std::string help = cifar::usage();
+  for (const char* option : {"--data",
+                             "--dataset",
+                             "--limit",
+                             "--test-limit",
+                             "--workers",
+                             "--network",
+                             "--width",
+                             "--blocks",
+                             "--method",
+                             "--nt",
+                             "--gradient",
+                             "--checkpoints",
+                             "--keep-forward-checkpoints",
+                             "--epochs",
+                             "--batch-size",
+                             "--lr",
+                             "--momentum",
+                             "--wd",
+                             "--seed",
+                             "--device",
+                             "--threads",
+                             "--out",
+                             "--resume",
+                             "--evaluate",
+                             "--no-progress",
+                             "--help"})
+    EXPECT_NE(help.find(option), std::string::npos) << option << " missing from\n" << help;
+  for (const auto& name : cifar::network_names())
+    EXPECT_NE(help.find(name), std::string::npos) << name << " missing from\n" << help;
+  EXPECT_NE(help.find("=350"), std::string::npos) << help;         // --epochs' default
+  EXPECT_NE(help.find("=runs/cifar"), std::string::npos) << help;  // --out's default
+  EXPECT_NE(help.find("REQUIRED"), std::string::npos) << help;     // --data
+}
+
+TEST(CifarCli, NetworksComeFromTheModelList) {
+  for (const auto& name : cifar::network_names()) {
+    EXPECT_TRUE(cifar::is_network(name)) << name;
+    EXPECT_EQ(parse({"--data", "d", "--network", name}).network, name);
+  }
+  for (const std::string name : {"alexnet", "resnet4", "resnet10"}) {
+    ASSERT_FALSE(cifar::takes_blocks(name)) << name;
+    ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--network", name, "--blocks", "1,1,1,1"}),
+                             "option --blocks: network " + name + " has a fixed layout");
+  }
+  EXPECT_EQ(parse({"--data", "d", "--network", "sqnxt", "--blocks", "1,2,3,4"}).blocks,
+            (std::vector<int64_t>{1, 2, 3, 4}));
+}
+
+TEST(CifarCli, ValuesAreDecimalAndTheLastOneWins) {
+  EXPECT_EQ(parse({"--data", "d", "--epochs", "010"}).epochs, 10);  // not octal
+  EXPECT_EQ(parse({"--data", "d", "--epochs", "3", "--epochs=4"}).epochs, 4);
+  EXPECT_EQ(parse({"--data", "a", "--data", "b"}).data, "b");
+  EXPECT_TRUE(parse({"--data", "d", "--resume=true"}).resume);
+  ANODE_ASSERT_THROWS_WITH(parse({"--data", ""}), "option --data: needs a directory, got ''");
+  ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--seed", "-1"}),
+                           "option --seed: needs an integer >= 0, got '-1'");
+  ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--momentum", "-0.5"}),
+                           "option --momentum: needs a number >= 0, got '-0.5'");
+  ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "--resume", "--evaluate", "f"}),
+                           "options --resume and --evaluate exclude each other");
+  ANODE_ASSERT_THROWS_WITH(parse({"--data", "d", "extra"}), "not expected: extra");
 }
 
 TEST(CifarSchedule, OfficialMilestonesScaleWithTheEpochs) {

@@ -13,6 +13,7 @@
 #include "benchmarks/harness/network.hpp"
 #include "benchmarks/harness/stats.hpp"
 #include "benchmarks/harness/table.hpp"
+#include "support/testing.hpp"
 
 #include <anode/memory.hpp>
 
@@ -209,31 +210,77 @@ TEST(HarnessTable, FormatsNumbersAndBytes) {
 
 // ---------------------------------------------------------------- flags
 
+namespace {
+// The flags of a small benchmark program, as the bench_*.cpp declare theirs.
+struct Flags {
+  ab::Cli cli{"a test program", "bench"};
+  std::vector<int64_t> nt{1};
+  int64_t threads = 1, size = 8;
+  std::string csv;
+  std::vector<double> scale{1.0};
+  std::vector<std::string> modes{"anode", "backprop"};
+  Flags() {
+    cli.option("--nt", nt, "steps per block");
+    cli.option("--threads", threads, "intra-op threads");
+    cli.option("--size", size, 16, "image side");
+    cli.option("--csv", csv, "write the CSV here");
+    cli.option("--scale", scale);
+    cli.option("--modes", modes);
+  }
+};
+}  // namespace
+
 TEST(HarnessArgs, ParsesValuesListsAndSwitches) {
   const char* argv[] = {"bench", "--nt",    "2,4, 8",  "--threads=3", "--full",
                         "--csv", "out.csv", "--scale", "0.5,2"};
-  ab::Args a(9, argv);
-  EXPECT_EQ(a.integers("nt", {1}), (std::vector<int64_t>{2, 4, 8}));
-  EXPECT_EQ(a.integer("threads", 1), 3);
-  EXPECT_TRUE(a.flag("full"));
-  EXPECT_FALSE(a.flag("quick"));
-  EXPECT_EQ(a.str("csv", ""), "out.csv");
-  EXPECT_EQ(a.reals("scale", {1.0}), (std::vector<double>{0.5, 2.0}));
-  EXPECT_EQ(a.strings("modes", {"anode", "backprop"}),
-            (std::vector<std::string>{"anode", "backprop"}));
-  EXPECT_NO_THROW(a.finish());
+  Flags a;
+  ASSERT_TRUE(a.cli.parse(9, argv));
+  EXPECT_EQ(a.nt, (std::vector<int64_t>{2, 4, 8}));
+  EXPECT_EQ(a.threads, 3);
+  EXPECT_TRUE(a.cli.full);
+  EXPECT_FALSE(a.cli.app.count("--quick"));
+  EXPECT_EQ(a.csv, "out.csv");
+  EXPECT_EQ(a.scale, (std::vector<double>{0.5, 2.0}));
+  EXPECT_EQ(a.modes, (std::vector<std::string>{"anode", "backprop"}));
+  EXPECT_EQ(a.size, 16);  // --full's default
+  Flags b;
+  const char* argv_b[] = {"bench", "--full", "--size", "4", "--threads", "010"};
+  ASSERT_TRUE(b.cli.parse(6, argv_b));
+  EXPECT_EQ(b.size, 4);      // given: wins over --full's default
+  EXPECT_EQ(b.threads, 10);  // decimal, not octal
+  Flags c;
+  const char* argv_c[] = {"bench"};
+  ASSERT_TRUE(c.cli.parse(1, argv_c));
+  EXPECT_FALSE(c.cli.full);
+  EXPECT_EQ(c.size, 8);
 }
 
 TEST(HarnessArgs, RejectsUnknownFlagsAndBadValues) {
-  const char* argv[] = {"bench", "--ntt", "2", "--threads", "x"};
-  ab::Args a(5, argv);
-  EXPECT_THROW(a.integer("threads", 1), std::invalid_argument);
-  EXPECT_THROW(a.finish(), std::invalid_argument);  // --ntt was never read
+  const char* argv[] = {"bench", "--ntt", "2"};
+  EXPECT_THROW(Flags().cli.parse(3, argv), std::invalid_argument);
+  ANODE_ASSERT_THROWS_WITH(Flags().cli.parse(3, argv), "--ntt");  // never declared
+  const char* argv1[] = {"bench", "--threads", "x"};
+  EXPECT_THROW(Flags().cli.parse(3, argv1), std::invalid_argument);
+  ANODE_ASSERT_THROWS_WITH(Flags().cli.parse(3, argv1), "--threads = x");
   const char* argv2[] = {"bench", "positional"};
-  EXPECT_THROW(ab::Args(2, argv2), std::invalid_argument);
+  EXPECT_THROW(Flags().cli.parse(2, argv2), std::invalid_argument);
   const char* argv3[] = {"bench", "--full=maybe"};
-  ab::Args c(2, argv3);
-  EXPECT_THROW(c.flag("full"), std::invalid_argument);
+  EXPECT_THROW(Flags().cli.parse(2, argv3), std::invalid_argument);
+  ANODE_ASSERT_THROWS_WITH(Flags().cli.parse(2, argv3), "--full = maybe");
+}
+
+TEST(HarnessArgs, HelpListsTheFlagsAndTheirDefaults) {
+  Flags a;
+  const std::string help = a.cli.usage();
+  for (const char* flag : {"--help", "--full", "--quick", "--nt", "--threads", "--size", "--csv",
+                           "--scale", "--modes"})
+    EXPECT_NE(help.find(flag), std::string::npos) << flag << " missing from\n" << help;
+  EXPECT_NE(help.find("full: 16"), std::string::npos) << help;  // --size under --full
+  EXPECT_NE(help.find("=anode,backprop"), std::string::npos) << help;
+  testing::internal::CaptureStdout();
+  const char* argv[] = {"bench", "--help"};
+  EXPECT_FALSE(a.cli.parse(2, argv));  // printed the help: the program stops
+  EXPECT_EQ(testing::internal::GetCapturedStdout(), help);
 }
 
 // ---------------------------------------------------------------- machine description

@@ -1,10 +1,13 @@
 #pragma once
-// anode-cifar's command line: the configuration of a run, its parser, and the usage text. The
-// parser throws `UsageError` naming the option and the value it could not use, so that main can
-// print the message with the usage text and exit 2, and tests can check the message.
+// anode-cifar's command line (CLI11): the configuration of a run, its parser, and the usage text.
+// The parser throws `UsageError` naming the option and the value it could not use, so that main
+// can print the message with the usage text and exit 2, and tests can check the message.
 
 #include "examples/cifar/cifar_data.hpp"
 #include "examples/cifar/models.hpp"
+#include "examples/cli_checks.hpp"
+
+#include <CLI/CLI.hpp>
 
 #include <anode/options.hpp>
 
@@ -23,11 +26,15 @@ class UsageError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// What `--help` says before the options.
+inline constexpr const char* kDescription =
+    "Trains an ODE network on CIFAR-10/100 (binary layout) with anode's ODE blocks.";
+
 /// One training or evaluation run. Defaults are the official ANODE training script's.
 struct Config {
   std::string data;                             ///< --data DIR (required)
   Kind dataset = Kind::Cifar10;                 ///< --dataset cifar10|cifar100
-  std::string network = "resnet";               ///< --network resnet|sqnxt|alexnet|resnet4|resnet10
+  std::string network = "resnet";               ///< --network (network_names())
   double width = 1.0;                           ///< --width X (channel multiplier)
   std::vector<int64_t> blocks;                  ///< --blocks a,b,c,d (empty: the network's default)
   anode::Method method = anode::Method::Euler;  ///< --method euler|rk2|rk4
@@ -69,192 +76,191 @@ struct Config {
   }
 };
 
-inline std::string usage() {
-  return R"(usage: anode-cifar --data DIR [options]
-
-Trains ResNet18-ODE or SqueezeNext-23-ODE on CIFAR-10/100 (binary layout) with anode's ODE blocks.
-
-data
-  --data DIR            folder with data_batch_{1..5}.bin + test_batch.bin (CIFAR-10) or
-                        train.bin + test.bin (CIFAR-100), or its parent
-  --dataset NAME        cifar10 | cifar100                              [cifar10]
-  --limit N             train on the first N training images only (0: all) [0]
-  --test-limit N        test on the first N test images only (0: all)    [0]
-  --workers N           data-loading threads                             [2]
-model
-  --network NAME        resnet (ResNet18-ODE) | sqnxt (SqNxt-23-ODE) |
-                        alexnet | resnet4 | resnet10 (the ANODE paper's table) [resnet]
-  --width X             channel multiplier (e.g. 0.25 for quick CPU runs) [1]
-  --blocks A,B,C,D      blocks per stage [resnet 2,2,2,2; sqnxt 6,6,8,1; others fixed]
-ODE solver
-  --method NAME         euler | rk2 | rk4                                [euler]
-  --nt N                time steps per ODE block                         [2]
-  --gradient NAME       anode | backprop | adjoint                       [anode]
-  --checkpoints K       anode only: keep K states per block (binomial); 0 keeps all [0]
-  --keep-forward-checkpoints
-                        with --checkpoints: store them in the forward pass (faster,
-                        K states per block instead of K in all)
-training
-  --epochs N            epochs                                           [350]
-  --batch-size N        batch size                                       [256]
-  --lr X                initial learning rate; /10 after 150/350 and again after
-                        250/350 of the epochs (the official schedule, scaled) [0.1]
-  --momentum X          SGD momentum                                     [0.9]
-  --wd X                weight decay                                     [5e-4]
-  --seed N              seed of initialisation, data order and augmentation [0]
-  --device NAME         cpu | cuda | cuda:I                              [cpu]
-  --threads N           intra-op threads (0: LibTorch's default)         [0]
-output
-  --out DIR             log.csv and checkpoint.pt go here                [runs/cifar]
-  --resume              continue from OUT/checkpoint.pt (same options required)
-  --evaluate FILE       only evaluate the checkpoint FILE on the test set
-  --no-progress         no progress bar
-  --help                this text
-)";
-}
-
 namespace detail {
 
-inline int64_t parse_int(const std::string& opt, const std::string& v, int64_t min) {
-  std::size_t used = 0;
-  long long n = 0;
-  try {
-    n = std::stoll(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
+/// "2,2,2,2" as 4 integers >= 1; empty when it is not that.
+inline std::vector<int64_t> parse_blocks(const std::string& v) {
+  std::vector<int64_t> blocks;
+  std::stringstream ss(v);
+  for (std::string item; std::getline(ss, item, ',');) {
+    int64_t n = 0;
+    if (!cli_checks::parse_integer(item, 1, n)) return {};
+    blocks.push_back(n);
   }
-  if (v.empty() || used != v.size() || n < min) {
-    throw UsageError("option " + opt + " needs an integer >= " + std::to_string(min) + ", got '" +
-                     v + "'");
-  }
-  return static_cast<int64_t>(n);
+  if (blocks.size() != 4) return {};
+  return blocks;
 }
 
-inline double parse_double(const std::string& opt, const std::string& v, double min,
-                           bool min_inclusive) {
-  std::size_t used = 0;
-  double x = 0;
-  try {
-    x = std::stod(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  const bool ok =
-      !v.empty() && used == v.size() && std::isfinite(x) && (min_inclusive ? x >= min : x > min);
-  if (!ok) {
-    std::ostringstream os;
-    os << "option " << opt << " needs a number " << (min_inclusive ? ">= " : "> ") << min
-       << ", got '" << v << "'";
-    throw UsageError(os.str());
-  }
-  return x;
+/// "resnet, sqnxt, alexnet, resnet4 or resnet10".
+inline std::string network_list() {
+  const auto& names = network_names();
+  std::string out;
+  for (std::size_t i = 0; i < names.size(); ++i)
+    out += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  return out;
+}
+
+/// Declares anode-cifar's options on `app`, writing into `c`.
+inline void add_options(CLI::App& app, Config& c) {
+  using namespace cli_checks;
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // last one wins
+
+  app.add_option("--data", c.data,
+                 "folder with data_batch_{1..5}.bin + test_batch.bin (CIFAR-10) or train.bin + "
+                 "test.bin (CIFAR-100), or its parent")
+      ->required()
+      ->check(NonEmpty("a directory"))
+      ->group("data");
+  add_parsed(app, "--dataset", c.dataset, kind_from_string, "cifar10 | cifar100",
+             to_string(c.dataset))
+      ->group("data");
+  app.add_option("--limit", c.limit, "train on the first N training images only (0: all)")
+      ->transform(IntegerAtLeast(0))
+      ->capture_default_str()
+      ->group("data");
+  app.add_option("--test-limit", c.test_limit, "test on the first N test images only (0: all)")
+      ->transform(IntegerAtLeast(0))
+      ->capture_default_str()
+      ->group("data");
+  app.add_option("--workers", c.workers, "data-loading threads (0: on the main thread)")
+      ->transform(IntegerAtLeast(0))
+      ->capture_default_str()
+      ->group("data");
+
+  std::string names;
+  for (const auto& n : network_names()) names += (names.empty() ? "" : " | ") + n;
+  app.add_option("--network", c.network,
+                 names +
+                     " (resnet: ResNet18-ODE, sqnxt: SqNxt-23-ODE; the others: the ANODE "
+                     "paper's table)")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            return is_network(v) ? std::string() : "needs " + network_list() + ", got '" + v + "'";
+          },
+          ""))
+      ->capture_default_str()
+      ->group("model");
+  app.add_option("--width", c.width, "channel multiplier (e.g. 0.25 for quick CPU runs)")
+      ->check(NumberAbove(0.0))
+      ->capture_default_str()
+      ->group("model");
+  app.add_option_function<std::string>(
+         "--blocks", [&c](const std::string& v) { c.blocks = parse_blocks(v); },
+         "blocks per stage [resnet 2,2,2,2; sqnxt 6,6,8,1; others fixed]")
+      ->type_name("A,B,C,D")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            return parse_blocks(v).empty()
+                       ? "needs 4 comma-separated integers >= 1, got '" + v + "'"
+                       : std::string();
+          },
+          ""))
+      ->group("model");
+
+  add_parsed(app, "--method", c.method, anode::method_from_string, "euler | rk2 | rk4",
+             anode::to_string(c.method))
+      ->group("ODE solver");
+  app.add_option("--nt", c.nt, "time steps per ODE block")
+      ->transform(IntegerAtLeast(1))
+      ->capture_default_str()
+      ->group("ODE solver");
+  add_parsed(app, "--gradient", c.gradient, anode::gradient_from_string,
+             "anode | backprop | adjoint", anode::to_string(c.gradient))
+      ->group("ODE solver");
+  app.add_option("--checkpoints", c.checkpoints,
+                 "anode only: keep K states per block (binomial); 0 keeps all")
+      ->type_name("K")
+      ->transform(IntegerAtLeast(0))
+      ->capture_default_str()
+      ->group("ODE solver");
+  app.add_flag("--keep-forward-checkpoints", c.keep_forward_checkpoints,
+               "with --checkpoints: store them in the forward pass (faster, K states per block "
+               "instead of K in all)")
+      ->check(NoValue())
+      ->group("ODE solver");
+
+  app.add_option("--epochs", c.epochs, "epochs")
+      ->transform(IntegerAtLeast(1))
+      ->capture_default_str()
+      ->group("training");
+  app.add_option("--batch-size", c.batch_size, "batch size")
+      ->transform(IntegerAtLeast(1))
+      ->capture_default_str()
+      ->group("training");
+  app.add_option("--lr", c.lr,
+                 "initial learning rate; /10 after 150/350 and again after 250/350 of the epochs "
+                 "(the official schedule, scaled)")
+      ->check(NumberAbove(0.0))
+      ->capture_default_str()
+      ->group("training");
+  app.add_option("--momentum", c.momentum, "SGD momentum")
+      ->check(NumberAbove(0.0, /*inclusive=*/true))
+      ->capture_default_str()
+      ->group("training");
+  app.add_option("--wd", c.weight_decay, "weight decay")
+      ->check(NumberAbove(0.0, /*inclusive=*/true))
+      ->capture_default_str()
+      ->group("training");
+  app.add_option("--seed", c.seed, "seed of initialisation, data order and augmentation")
+      ->transform(IntegerAtLeast(0))
+      ->capture_default_str()
+      ->group("training");
+  app.add_option("--device", c.device, "cpu | cuda | cuda:I")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            return v == "cpu" || v.rfind("cuda", 0) == 0
+                       ? std::string()
+                       : "needs cpu, cuda or cuda:I, got '" + v + "'";
+          },
+          ""))
+      ->capture_default_str()
+      ->group("training");
+  app.add_option("--threads", c.threads, "intra-op threads (0: LibTorch's default)")
+      ->transform(IntegerAtLeast(0))
+      ->capture_default_str()
+      ->group("training");
+
+  app.add_option("--out", c.out, "log.csv and checkpoint.pt go here")
+      ->type_name("DIR")
+      ->check(NonEmpty("a directory"))
+      ->capture_default_str()
+      ->group("output");
+  app.add_flag("--resume", c.resume, "continue from OUT/checkpoint.pt (same options required)")
+      ->check(NoValue())
+      ->group("output");
+  app.add_option("--evaluate", c.evaluate, "only evaluate the checkpoint FILE on the test set")
+      ->type_name("FILE")
+      ->check(NonEmpty("a file"))
+      ->group("output");
+  app.add_flag_function(
+         "--no-progress", [&c](int64_t) { c.progress = false; }, "no progress bar")
+      ->check(NoValue())
+      ->group("output");
 }
 
 }  // namespace detail
 
+/// The usage text (`--help`), generated by CLI11 from the options.
+inline std::string usage() {
+  Config c;
+  CLI::App app(kDescription, "anode-cifar");
+  detail::add_options(app, c);
+  return app.help();
+}
+
 /// Parses the arguments (without the program name). Throws UsageError on any mistake.
 inline Config parse_args(const std::vector<std::string>& args) {
   Config c;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    std::string opt = args[i], value;
-    bool has_inline = false;
-    if (const auto eq = opt.find('='); opt.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = opt.substr(eq + 1);  // --opt=value
-      opt = opt.substr(0, eq);
-      has_inline = true;
-    }
-    auto next = [&]() -> std::string {
-      if (has_inline) return value;
-      if (i + 1 >= args.size()) throw UsageError("option " + opt + " needs a value");
-      return args[++i];
-    };
-    auto flag = [&]() {
-      if (has_inline) throw UsageError("option " + opt + " takes no value, got '" + value + "'");
-    };
-    auto choice = [&](auto parse_fn) {
-      const std::string v = next();
-      try {
-        return parse_fn(v);
-      } catch (const c10::Error& e) {
-        throw UsageError("option " + opt + ": " + e.what_without_backtrace());
-      }
-    };
-    if (opt == "--data") {
-      c.data = next();
-      if (c.data.empty()) throw UsageError("option --data needs a directory, got ''");
-    } else if (opt == "--dataset") {
-      c.dataset = choice([](const std::string& v) { return kind_from_string(v); });
-    } else if (opt == "--network") {
-      c.network = next();
-      if (!is_network(c.network))
-        throw UsageError(
-            "option --network needs resnet, sqnxt, alexnet, resnet4 or resnet10, got '" +
-            c.network + "'");
-    } else if (opt == "--width") {
-      c.width = detail::parse_double(opt, next(), 0.0, false);
-    } else if (opt == "--blocks") {
-      const std::string v = next();
-      c.blocks.clear();
-      std::stringstream ss(v);
-      for (std::string item; std::getline(ss, item, ',');)
-        c.blocks.push_back(detail::parse_int(opt, item, 1));
-      if (c.blocks.size() != 4)
-        throw UsageError("option --blocks needs 4 comma-separated integers >= 1, got '" + v + "'");
-    } else if (opt == "--method") {
-      c.method = choice([](const std::string& v) { return anode::method_from_string(v); });
-    } else if (opt == "--nt") {
-      c.nt = detail::parse_int(opt, next(), 1);
-    } else if (opt == "--gradient") {
-      c.gradient = choice([](const std::string& v) { return anode::gradient_from_string(v); });
-    } else if (opt == "--checkpoints") {
-      c.checkpoints = detail::parse_int(opt, next(), 0);
-    } else if (opt == "--epochs") {
-      c.epochs = detail::parse_int(opt, next(), 1);
-    } else if (opt == "--batch-size") {
-      c.batch_size = detail::parse_int(opt, next(), 1);
-    } else if (opt == "--lr") {
-      c.lr = detail::parse_double(opt, next(), 0.0, false);
-    } else if (opt == "--momentum") {
-      c.momentum = detail::parse_double(opt, next(), 0.0, true);
-    } else if (opt == "--wd") {
-      c.weight_decay = detail::parse_double(opt, next(), 0.0, true);
-    } else if (opt == "--device") {
-      c.device = next();
-      if (c.device != "cpu" && c.device.rfind("cuda", 0) != 0)
-        throw UsageError("option --device needs cpu, cuda or cuda:I, got '" + c.device + "'");
-    } else if (opt == "--threads") {
-      c.threads = detail::parse_int(opt, next(), 0);
-    } else if (opt == "--workers") {
-      c.workers = detail::parse_int(opt, next(), 0);
-    } else if (opt == "--limit") {
-      c.limit = detail::parse_int(opt, next(), 0);
-    } else if (opt == "--test-limit") {
-      c.test_limit = detail::parse_int(opt, next(), 0);
-    } else if (opt == "--seed") {
-      c.seed = static_cast<uint64_t>(detail::parse_int(opt, next(), 0));
-    } else if (opt == "--out") {
-      c.out = next();
-      if (c.out.empty()) throw UsageError("option --out needs a directory, got ''");
-    } else if (opt == "--keep-forward-checkpoints") {
-      flag();
-      c.keep_forward_checkpoints = true;
-    } else if (opt == "--resume") {
-      flag();
-      c.resume = true;
-    } else if (opt == "--evaluate") {
-      c.evaluate = next();
-      if (c.evaluate.empty()) throw UsageError("option --evaluate needs a file, got ''");
-    } else if (opt == "--no-progress") {
-      flag();
-      c.progress = false;
-    } else if (opt == "--help" || opt == "-h") {
-      c.help = true;
-    } else {
-      throw UsageError("unknown option '" + args[i] + "'");
-    }
+  CLI::App app(kDescription, "anode-cifar");
+  detail::add_options(app, c);
+  try {
+    app.parse(std::vector<std::string>(args.rbegin(), args.rend()));  // CLI11 takes them reversed
+  } catch (const CLI::CallForHelp&) {
+    c.help = true;
+    return c;
+  } catch (const CLI::ParseError& e) {
+    throw UsageError(cli_checks::message(e));
   }
-  if (c.help) return c;
-  if (c.data.empty()) throw UsageError("option --data is required");
   if (!c.blocks.empty() && !takes_blocks(c.network))
     throw UsageError("option --blocks: network " + c.network +
                      " has a fixed layout (see docs/paper_networks.md); leave --blocks out");
