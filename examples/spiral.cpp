@@ -48,21 +48,16 @@ struct Args {
 std::optional<int> parse(int argc, char** argv, Args& a) {
   using namespace cli_checks;
   CLI::App app("A neural ODE learns a 2-D spiral, once per gradient mode.", "anode-spiral");
-  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // last one wins
-  app.add_option("--iters", a.iters, "training iterations")
-      ->transform(IntegerAtLeast(1))
-      ->capture_default_str();
+  // The last of a repeated option wins; --help shows each option's default.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.option_defaults()->always_capture_default();
+  app.add_option("--iters", a.iters, "training iterations")->transform(IntegerAtLeast(1));
   add_parsed(app, "--method", a.method, anode::method_from_string,
              "euler | rk2 | rk4 | bosh3 | dopri5 | tsit5", anode::to_string(a.method));
   app.add_option("--steps", a.steps, "fixed-step methods: steps per sample interval")
-      ->transform(IntegerAtLeast(1))
-      ->capture_default_str();
-  app.add_option("--rtol", a.rtol, "adaptive methods: relative tolerance")
-      ->check(NumberAbove(0.0))
-      ->capture_default_str();
-  app.add_option("--atol", a.atol, "adaptive methods: absolute tolerance")
-      ->check(NumberAbove(0.0))
-      ->capture_default_str();
+      ->transform(IntegerAtLeast(1));
+  app.add_option("--rtol", a.rtol, "adaptive methods: relative tolerance")->check(NumberAbove(0.0));
+  app.add_option("--atol", a.atol, "adaptive methods: absolute tolerance")->check(NumberAbove(0.0));
   std::vector<std::string> modes;
   app.add_option("--modes", modes, "gradient modes to train with, in order")
       ->type_name("LIST")
@@ -70,18 +65,12 @@ std::optional<int> parse(int argc, char** argv, Args& a) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->check(ParsedBy(anode::gradient_from_string))
       ->default_str("backprop,anode,adjoint");
-  app.add_option("--lr", a.lr, "Adam's learning rate (cosine decay)")
-      ->check(NumberAbove(0.0))
-      ->capture_default_str();
-  app.add_option("--threads", a.threads, "intra-op threads")
-      ->transform(IntegerAtLeast(1))
-      ->capture_default_str();
+  app.add_option("--lr", a.lr, "Adam's learning rate (cosine decay)")->check(NumberAbove(0.0));
+  app.add_option("--threads", a.threads, "intra-op threads")->transform(IntegerAtLeast(1));
   app.add_option("--seed", a.seed, "seed of the initial weights and the batches")
-      ->transform(IntegerAtLeast(0))
-      ->capture_default_str();
+      ->transform(IntegerAtLeast(0));
   app.add_option("--svg", a.svg, "picture of the true and learned spirals ('' for none)")
-      ->type_name("FILE")
-      ->capture_default_str();
+      ->type_name("FILE");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {

@@ -103,47 +103,38 @@ inline std::string network_list() {
 /// Declares anode-cifar's options on `app`, writing into `c`.
 inline void add_options(CLI::App& app, Config& c) {
   using namespace cli_checks;
-  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // last one wins
+  // The last of a repeated option wins; --help shows each option's default.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.option_defaults()->always_capture_default();
+
+  app.option_defaults()->group("data");
 
   app.add_option("--data", c.data,
                  "folder with data_batch_{1..5}.bin + test_batch.bin (CIFAR-10) or train.bin + "
                  "test.bin (CIFAR-100), or its parent")
       ->required()
-      ->check(NonEmpty("a directory"))
-      ->group("data");
+      ->check(NonEmpty("a directory"));
   add_parsed(app, "--dataset", c.dataset, kind_from_string, "cifar10 | cifar100",
-             to_string(c.dataset))
-      ->group("data");
+             to_string(c.dataset));
   app.add_option("--limit", c.limit, "train on the first N training images only (0: all)")
-      ->transform(IntegerAtLeast(0))
-      ->capture_default_str()
-      ->group("data");
+      ->transform(IntegerAtLeast(0));
   app.add_option("--test-limit", c.test_limit, "test on the first N test images only (0: all)")
-      ->transform(IntegerAtLeast(0))
-      ->capture_default_str()
-      ->group("data");
+      ->transform(IntegerAtLeast(0));
   app.add_option("--workers", c.workers, "data-loading threads (0: on the main thread)")
-      ->transform(IntegerAtLeast(0))
-      ->capture_default_str()
-      ->group("data");
+      ->transform(IntegerAtLeast(0));
 
-  std::string names;
-  for (const auto& n : network_names()) names += (names.empty() ? "" : " | ") + n;
+  app.option_defaults()->group("model");
   app.add_option("--network", c.network,
-                 names +
-                     " (resnet: ResNet18-ODE, sqnxt: SqNxt-23-ODE; the others: the ANODE "
-                     "paper's table)")
+                 network_list() +
+                     " (resnet: ResNet18-ODE, sqnxt: SqNxt-23-ODE; the others: the "
+                     "ANODE paper's table)")
       ->check(CLI::Validator(
           [](std::string& v) {
             return is_network(v) ? std::string() : "needs " + network_list() + ", got '" + v + "'";
           },
-          ""))
-      ->capture_default_str()
-      ->group("model");
+          ""));
   app.add_option("--width", c.width, "channel multiplier (e.g. 0.25 for quick CPU runs)")
-      ->check(NumberAbove(0.0))
-      ->capture_default_str()
-      ->group("model");
+      ->check(NumberAbove(0.0));
   app.add_option_function<std::string>(
          "--blocks", [&c](const std::string& v) { c.blocks = parse_blocks(v); },
          "blocks per stage [resnet 2,2,2,2; sqnxt 6,6,8,1; others fixed]")
@@ -154,57 +145,36 @@ inline void add_options(CLI::App& app, Config& c) {
                        ? "needs 4 comma-separated integers >= 1, got '" + v + "'"
                        : std::string();
           },
-          ""))
-      ->group("model");
+          ""));
 
+  app.option_defaults()->group("ODE solver");
   add_parsed(app, "--method", c.method, anode::method_from_string, "euler | rk2 | rk4",
-             anode::to_string(c.method))
-      ->group("ODE solver");
-  app.add_option("--nt", c.nt, "time steps per ODE block")
-      ->transform(IntegerAtLeast(1))
-      ->capture_default_str()
-      ->group("ODE solver");
+             anode::to_string(c.method));
+  app.add_option("--nt", c.nt, "time steps per ODE block")->transform(IntegerAtLeast(1));
   add_parsed(app, "--gradient", c.gradient, anode::gradient_from_string,
-             "anode | backprop | adjoint", anode::to_string(c.gradient))
-      ->group("ODE solver");
+             "anode | backprop | adjoint", anode::to_string(c.gradient));
   app.add_option("--checkpoints", c.checkpoints,
                  "anode only: keep K states per block (binomial); 0 keeps all")
       ->type_name("K")
-      ->transform(IntegerAtLeast(0))
-      ->capture_default_str()
-      ->group("ODE solver");
+      ->transform(IntegerAtLeast(0));
   app.add_flag("--keep-forward-checkpoints", c.keep_forward_checkpoints,
                "with --checkpoints: store them in the forward pass (faster, K states per block "
                "instead of K in all)")
-      ->check(NoValue())
-      ->group("ODE solver");
+      ->check(NoValue());
 
-  app.add_option("--epochs", c.epochs, "epochs")
-      ->transform(IntegerAtLeast(1))
-      ->capture_default_str()
-      ->group("training");
-  app.add_option("--batch-size", c.batch_size, "batch size")
-      ->transform(IntegerAtLeast(1))
-      ->capture_default_str()
-      ->group("training");
+  app.option_defaults()->group("training");
+  app.add_option("--epochs", c.epochs, "epochs")->transform(IntegerAtLeast(1));
+  app.add_option("--batch-size", c.batch_size, "batch size")->transform(IntegerAtLeast(1));
   app.add_option("--lr", c.lr,
                  "initial learning rate; /10 after 150/350 and again after 250/350 of the epochs "
                  "(the official schedule, scaled)")
-      ->check(NumberAbove(0.0))
-      ->capture_default_str()
-      ->group("training");
+      ->check(NumberAbove(0.0));
   app.add_option("--momentum", c.momentum, "SGD momentum")
-      ->check(NumberAbove(0.0, /*inclusive=*/true))
-      ->capture_default_str()
-      ->group("training");
+      ->check(NumberAbove(0.0, /*inclusive=*/true));
   app.add_option("--wd", c.weight_decay, "weight decay")
-      ->check(NumberAbove(0.0, /*inclusive=*/true))
-      ->capture_default_str()
-      ->group("training");
+      ->check(NumberAbove(0.0, /*inclusive=*/true));
   app.add_option("--seed", c.seed, "seed of initialisation, data order and augmentation")
-      ->transform(IntegerAtLeast(0))
-      ->capture_default_str()
-      ->group("training");
+      ->transform(IntegerAtLeast(0));
   app.add_option("--device", c.device, "cpu | cuda | cuda:I")
       ->check(CLI::Validator(
           [](std::string& v) {
@@ -212,30 +182,22 @@ inline void add_options(CLI::App& app, Config& c) {
                        ? std::string()
                        : "needs cpu, cuda or cuda:I, got '" + v + "'";
           },
-          ""))
-      ->capture_default_str()
-      ->group("training");
+          ""));
   app.add_option("--threads", c.threads, "intra-op threads (0: LibTorch's default)")
-      ->transform(IntegerAtLeast(0))
-      ->capture_default_str()
-      ->group("training");
+      ->transform(IntegerAtLeast(0));
 
+  app.option_defaults()->group("output");
   app.add_option("--out", c.out, "log.csv and checkpoint.pt go here")
       ->type_name("DIR")
-      ->check(NonEmpty("a directory"))
-      ->capture_default_str()
-      ->group("output");
+      ->check(NonEmpty("a directory"));
   app.add_flag("--resume", c.resume, "continue from OUT/checkpoint.pt (same options required)")
-      ->check(NoValue())
-      ->group("output");
+      ->check(NoValue());
   app.add_option("--evaluate", c.evaluate, "only evaluate the checkpoint FILE on the test set")
       ->type_name("FILE")
-      ->check(NonEmpty("a file"))
-      ->group("output");
+      ->check(NonEmpty("a file"));
   app.add_flag_function(
          "--no-progress", [&c](int64_t) { c.progress = false; }, "no progress bar")
-      ->check(NoValue())
-      ->group("output");
+      ->check(NoValue());
 }
 
 }  // namespace detail
