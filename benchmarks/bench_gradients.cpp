@@ -67,11 +67,11 @@ int main(int argc, char** argv) try {
   cli.option("--rhs", rhs_list, "right-hand sides");
   cli.option("--modes", mode_names, "gradient modes (anode-kN: N binomial checkpoints)");
   cli.option("--methods", methods);
-  cli.option("--nt", nts, {1, 2, 4, 8, 16, 32, 64, 128, 256}, "steps per block");
-  cli.option("--fine-nt", fine_nt, 2048, "RK4 steps of the reference");
-  cli.option("--channels", channels, 8);
-  cli.option("--batch", batch, 4);
-  cli.option("--size", size, 16);
+  cli.grid_option("--nt", nts, {1, 2, 4, 8, 16, 32, 64, 128, 256}, "steps per block");
+  cli.grid_option("--fine-nt", fine_nt, 2048, "RK4 steps of the reference");
+  cli.grid_option("--channels", channels, 8);
+  cli.grid_option("--batch", batch, 4);
+  cli.grid_option("--size", size, 16);
   cli.option("--mlp-batch", mlp_batch);
   cli.option("--csv", csv_path, "write the CSV here instead of stdout");
   if (!cli.parse(argc, argv)) return 0;

@@ -65,9 +65,9 @@ int main(int argc, char** argv) try {
   cli.option("--batch", batch);
   cli.option("--size", size);
   cli.option("--warmup", warmup, "untimed steps first");
-  cli.option("--repeats", min_repeats, 5, "timed steps at least");
-  cli.option("--max-repeats", max_repeats, 20, "timed steps at most");
-  cli.option("--budget", budget, 60.0, "seconds per point for the repeats");
+  cli.grid_option("--repeats", min_repeats, 5, "timed steps at least");
+  cli.grid_option("--max-repeats", max_repeats, 20, "timed steps at most");
+  cli.grid_option("--budget", budget, 60.0, "seconds per point for the repeats");
   cli.app.add_flag("--no-time", no_time, "only the first step, for its gradient");
   cli.option("--grad-dir", grad_dir, "write first-step gradients here");
   cli.option("--profile", profile,

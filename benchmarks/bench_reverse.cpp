@@ -38,9 +38,9 @@ int main(int argc, char** argv) try {
   cli.option("--threads", threads, "intra-op threads (0: LibTorch's default)");
   cli.option("--rhs", rhs_list);
   cli.option("--methods", methods);
-  cli.option("--nt", nts, {1, 2, 4, 8, 16, 32, 64, 128, 256, 512});
-  cli.option("--scale", scales, {0.5, 1, 2, 4, 8, 16, 32},
-             "weight scales (std scale/sqrt(fan_in))");
+  cli.grid_option("--nt", nts, {1, 2, 4, 8, 16, 32, 64, 128, 256, 512});
+  cli.grid_option("--scale", scales, {0.5, 1, 2, 4, 8, 16, 32},
+                  "weight scales (std scale/sqrt(fan_in))");
   cli.option("--dtypes", dtypes);
   cli.option("--channels", channels);
   cli.option("--batch", batch);

@@ -222,9 +222,9 @@ struct Flags {
   Flags() {
     cli.option("--nt", nt, "steps per block");
     cli.option("--threads", threads, "intra-op threads");
-    cli.option("--size", size, 16, "image side");
+    cli.grid_option("--size", size, 16, "image side");
     cli.option("--csv", csv, "write the CSV here");
-    cli.option("--scale", scale);
+    cli.grid_option("--scale", scale, {0.5, 1.0, 2.0});
     cli.option("--modes", modes);
   }
 };
@@ -246,13 +246,15 @@ TEST(HarnessArgs, ParsesValuesListsAndSwitches) {
   Flags b;
   const char* argv_b[] = {"bench", "--full", "--size", "4", "--threads", "010"};
   ASSERT_TRUE(b.cli.parse(6, argv_b));
-  EXPECT_EQ(b.size, 4);      // given: wins over --full's default
-  EXPECT_EQ(b.threads, 10);  // decimal, not octal
+  EXPECT_EQ(b.size, 4);                                      // given: wins over --full's default
+  EXPECT_EQ(b.threads, 10);                                  // decimal, not octal
+  EXPECT_EQ(b.scale, (std::vector<double>{0.5, 1.0, 2.0}));  // a list's --full default
   Flags c;
   const char* argv_c[] = {"bench"};
   ASSERT_TRUE(c.cli.parse(1, argv_c));
   EXPECT_FALSE(c.cli.full);
   EXPECT_EQ(c.size, 8);
+  EXPECT_EQ(c.scale, (std::vector<double>{1.0}));
 }
 
 TEST(HarnessArgs, RejectsUnknownFlagsAndBadValues) {

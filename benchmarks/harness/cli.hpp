@@ -2,7 +2,8 @@
 // Command lines of the benchmark programs, on CLI11: `--name value`, `--name=value`, bare
 // `--switch`, comma-separated lists, a generated `--help`, and an error for any flag a program does
 // not declare (a typo must not silently run the default grid). The one addition is the grid
-// switch: `--full` picks larger defaults, declared next to the quick ones. Torch-free.
+// switch: `--full` picks larger defaults, declared next to the quick ones (`grid_option`).
+// Torch-free.
 
 #include <CLI/CLI.hpp>
 
@@ -27,8 +28,10 @@ class Cli {
   }
 
   /// `--name`: a value or a comma-separated list (a std::vector), its default what `value` holds.
+  /// (`help` is a `const char*` so that `option(name, v, {1, 2})`, meant as a grid_option, does
+  /// not compile.)
   template <class T>
-  CLI::Option* option(const std::string& name, T& value, const std::string& help = "") {
+  CLI::Option* option(const std::string& name, T& value, const char* help = "") {
     auto* opt = app.add_option(name, value, help)->default_str(text(value));
     if constexpr (is_vector<T>::value) opt->delimiter(',');
     // "2, 4" is 2 and 4; integers are decimal (CLI11 alone reads "010" as octal).
@@ -49,13 +52,14 @@ class Cli {
     return opt;
   }
 
-  /// The same, with another default under --full (an explicit `--name` wins either way).
+  /// An option of the grid: the same, with `full_value` its default under --full (an explicit
+  /// `--name` wins either way).
   template <class T>
-  CLI::Option* option(const std::string& name, T& value,
-                      const typename std::common_type<T>::type& full_value,
-                      const std::string& help = "") {
-    auto* opt =
-        option(name, value, help + (help.empty() ? "" : "; ") + "full: " + text(full_value));
+  CLI::Option* grid_option(const std::string& name, T& value,
+                           const typename std::common_type<T>::type& full_value,
+                           const std::string& help = "") {
+    const std::string described = help + (help.empty() ? "" : "; ") + "full: " + text(full_value);
+    auto* opt = option(name, value, described.c_str());
     full_defaults_.push_back([opt, &value, full_value] {
       if (opt->count() == 0) value = full_value;
     });
