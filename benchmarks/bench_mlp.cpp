@@ -49,23 +49,28 @@ Mode mode_from_string(const std::string& s) {
 
 int main(int argc, char** argv) {
   try {
-    ab::Args args(argc, argv);
-    const auto modes =
-        args.strings("modes", {"backprop", "anode", "adjoint"},
-                     "backprop, anode, anode-kK (K checkpoints), adjoint, forward (the "
-                     "graph-free solve alone, no backward)");
-    const auto methods = args.strings("methods", {"rk2", "dopri5"}, "rk2 (fixed), dopri5");
-    const int64_t steps = args.integer("steps", 100, "fixed steps on [0, 1]");
-    const double rtol = args.real("rtol", 1e-5, "dopri5 relative tolerance");
-    const double atol = args.real("atol", 1e-9, "dopri5 absolute tolerance");
-    const int64_t batch = args.integer("batch", 256, "batch size");
-    const int64_t hidden = args.integer("hidden", 64, "hidden width");
-    const int64_t threads = args.integer("threads", 1, "intra-op threads (0: default)");
+    ab::Cli cli("One training step of a small MLP ODE, for the side by side with torchdiffeq.",
+                "bench_mlp");
+    std::vector<std::string> modes{"backprop", "anode", "adjoint"}, methods{"rk2", "dopri5"};
+    int64_t steps = 100, batch = 256, hidden = 64, threads = 1, warmup = 5, repeats = 30;
+    double rtol = 1e-5, atol = 1e-9;
+    cli.option("--modes", modes,
+               "backprop, anode, anode-kK (K checkpoints), adjoint, forward (the graph-free solve "
+               "alone, no backward)");
+    cli.option("--methods", methods, "rk2 (fixed), dopri5");
+    cli.option("--steps", steps, "fixed steps on [0, 1]");
+    cli.option("--rtol", rtol, "dopri5 relative tolerance");
+    cli.option("--atol", atol, "dopri5 absolute tolerance");
+    cli.option("--batch", batch, "batch size");
+    cli.option("--hidden", hidden, "hidden width");
+    cli.option("--threads", threads, "intra-op threads (0: default)");
+    cli.option("--warmup", warmup, "untimed steps");
+    cli.option("--repeats", repeats, "timed steps");
+    if (!cli.parse(argc, argv)) return 0;
     ab::TimingOptions timing;
-    timing.warmup = static_cast<int>(args.integer("warmup", 5, "untimed steps"));
-    timing.repeats = static_cast<int>(args.integer("repeats", 30, "timed steps"));
+    timing.warmup = static_cast<int>(warmup);
+    timing.repeats = static_cast<int>(repeats);
     timing.max_repeats = timing.repeats;
-    args.finish();
     if (threads > 0) torch::set_num_threads(static_cast<int>(threads));
 
     for (const auto& method : methods) {

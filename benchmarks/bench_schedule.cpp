@@ -16,9 +16,11 @@ namespace sch = anode::schedule;
 
 int main(int argc, char** argv) {
   try {
-    anode::bench::Args args(argc, argv);
-    const int64_t reps = args.integer("reps", 1000, "generations timed per small case");
-    args.finish();
+    anode::bench::Cli cli("How long the binomial (Revolve) schedule takes to generate.",
+                          "bench_schedule");
+    int64_t reps = 1000;
+    cli.option("--reps", reps, "generations timed per small case");
+    if (!cli.parse(argc, argv)) return 0;
     using Clock = std::chrono::steady_clock;
     auto micros = [](Clock::duration d) {
       return std::chrono::duration<double, std::micro>(d).count();
