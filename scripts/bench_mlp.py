@@ -11,8 +11,9 @@ torchdiffeq measured within the same round.
 
     ANODE_TORCHDIFFEQ_PATH=/work/peers/torchdiffeq /usr/bin/python3 scripts/bench_mlp.py
 
-Writes docs/results/bench_mlp.csv (every round) and docs/results/bench_mlp.md (the summary, for
-docs/benchmarks.md). See benchmarks/python/README.md for getting torchdiffeq without pip.
+Writes docs/results/bench_mlp.csv (every round) and docs/bench_mlp.md (the table, the machine and,
+appended, the analysis kept in docs/bench_mlp_notes.md). See benchmarks/python/README.md for
+getting torchdiffeq without pip.
 """
 import argparse
 import csv
@@ -112,9 +113,17 @@ def main():
                f"{blas()}, load average at the end {load:.2f}. torchdiffeq at "
                f"{env['ANODE_TORCHDIFFEQ_PATH']} with Debian's torch 1.13 (the same LibTorch as "
                f"the C++ side). Wall time {time.time() - t_start:.0f} s.\n")
-    with open(os.path.join(args.out, "bench_mlp.md"), "w") as f:
-        f.write(summary)
+    doc = os.path.join(ROOT, "docs", "bench_mlp.md")
+    notes = os.path.join(ROOT, "docs", "bench_mlp_notes.md")
+    with open(doc, "w") as f:
+        f.write("# The overhead-bound regime: anode against torchdiffeq on a small MLP\n\n"
+                "Written by `scripts/bench_mlp.py`. " + __doc__.split("\n\n")[0].replace("\n", " ")
+                + "\n\n" + summary + "\n")
+        if os.path.exists(notes):
+            with open(notes) as n:
+                f.write(n.read())
     print(summary)
+    print(f"wrote {os.path.relpath(doc, ROOT)} and {os.path.relpath(args.out, ROOT)}/bench_mlp.csv")
 
 
 if __name__ == "__main__":

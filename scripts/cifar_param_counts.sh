@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prints the parameter and buffer counts of the official ANODE CIFAR models (models/resnet.py and
-# models/sqnxt.py of github.com/amirgholami/anode), the numbers tests/test_cifar_training.cpp
+# models/sqnxt.py of github.com/amirgholami/anode), the numbers tests/examples/cifar/test_cifar_training.cpp
 # checks ours against. Needs a checkout of that repository and Python with torch (Debian:
 # python3-torch); nothing is copied into this repository.
 #   bash scripts/cifar_param_counts.sh /path/to/amirgholami-anode

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Parameter and buffer counts of the ANODE paper's three CIFAR networks, built independently in
-PyTorch from the layer tables in docs/paper_networks.md. tests/test_cifar_training.cpp compares
+PyTorch from the layer tables in docs/paper_networks.md. tests/examples/cifar/test_cifar_training.cpp compares
 the C++ models (examples/cifar/paper_nets.hpp) with these numbers.
 
     /usr/bin/python3 scripts/paper_param_counts.py          # needs python3-torch

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Installs what anode needs to build, test and run its examples on Debian 12 (bookworm):
-# a C++17 compiler, CMake, LibTorch (Debian's libtorch-dev), GoogleTest's sources, CLI11, and
-# Python
-# tools used by the CIFAR data converter and the benchmark report. Safe to re-run: packages that
+# a C++17 compiler, CMake, LibTorch (Debian's libtorch-dev), GoogleTest's sources, CLI11, and the
+# Python tools used by the CIFAR data converter and the benchmark report. Safe to re-run: packages that
 # are already installed are skipped. Needs root (or sudo) only when something is missing.
 set -euo pipefail
 

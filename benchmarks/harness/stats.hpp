@@ -1,6 +1,7 @@
 #pragma once
 // Timing statistics for the benchmarks: quantiles of repeated runs, and a runner that times a
-// callable after a warm-up. Torch-free, so it is tested on its own (tests/test_harness.cpp).
+// callable after a warm-up. Torch-free, so it is tested on its own
+// (tests/benchmarks/test_harness.cpp).
 
 #include <algorithm>
 #include <chrono>

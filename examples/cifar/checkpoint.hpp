@@ -59,6 +59,27 @@ inline std::string join_keys(const Meta& meta) {
   return keys;
 }
 
+/// Whether a module has any parameter or buffer, itself or below. Module::save writes an empty
+/// archive for one that has none (a ReLU or max-pooling layer inside a Sequential), and such an
+/// archive is not there when read back.
+inline bool has_state(const torch::nn::Module& module) {
+  return !module.parameters().empty() || !module.buffers().empty();
+}
+
+/// Module::load, except that children without parameters or buffers are skipped (Module::load
+/// requires an archive for every child, which a stateless child does not get; see has_state).
+inline void load_module(torch::nn::Module& module, torch::serialize::InputArchive& archive) {
+  for (auto& p : module.named_parameters(/*recurse=*/false)) archive.read(p.key(), p.value());
+  for (auto& b : module.named_buffers(/*recurse=*/false))
+    archive.read(b.key(), b.value(), /*is_buffer=*/true);
+  for (const auto& child : module.named_children()) {
+    if (!has_state(*child.value())) continue;
+    torch::serialize::InputArchive sub;
+    archive.read(child.key(), sub);
+    load_module(*child.value(), sub);
+  }
+}
+
 /// Checks that every parameter and buffer of `module` has the same shape in `archive` (written by
 /// Module::save, one nested archive per child). Module::load would otherwise silently replace a
 /// tensor by one of another shape, leaving a model that fails (or, worse, runs) much later.
@@ -76,6 +97,7 @@ inline void check_shapes(const torch::nn::Module& module, torch::serialize::Inpu
   for (const auto& p : module.named_parameters(/*recurse=*/false)) check(p.key(), p.value(), false);
   for (const auto& b : module.named_buffers(/*recurse=*/false)) check(b.key(), b.value(), true);
   for (const auto& child : module.named_children()) {
+    if (!has_state(*child.value())) continue;  // not in the archive (see load_module)
     torch::serialize::InputArchive sub;
     TORCH_CHECK(archive.try_read(child.key(), sub), "cifar: checkpoint '", path,
                 "' does not fit this model: it has no module '", prefix, child.key(),
@@ -153,7 +175,7 @@ inline void load_checkpoint(const std::string& path, torch::nn::Module& model,
   torch::serialize::InputArchive model_archive;
   archive.read("model", model_archive);
   detail::check_shapes(model, model_archive, "", path);
-  model.load(model_archive);
+  detail::load_module(model, model_archive);
   if (optimizer != nullptr) {
     torch::serialize::InputArchive optim_archive;
     archive.read("optimizer", optim_archive);

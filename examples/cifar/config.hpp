@@ -56,6 +56,8 @@ struct Config {
   std::string out = "runs/cifar";  ///< --out DIR (checkpoint.pt, log.csv)
   bool resume = false;             ///< --resume (from OUT/checkpoint.pt)
   std::string evaluate;            ///< --evaluate CHECKPOINT (test only)
+  std::string gradient_gap;        ///< --gradient-gap CHECKPOINT (the adjoint's gradient error)
+  int64_t gap_batches = 4;         ///< --gap-batches N
   bool progress = true;            ///< --no-progress turns the progress bar off
   bool help = false;               ///< --help
 
@@ -195,6 +197,13 @@ inline void add_options(CLI::App& app, Config& c) {
   app.add_option("--evaluate", c.evaluate, "only evaluate the checkpoint FILE on the test set")
       ->type_name("FILE")
       ->check(NonEmpty("a file"));
+  app.add_option("--gradient-gap", c.gradient_gap,
+                 "only compare the Adjoint's and Backprop's gradients with Anode's (exact) at the "
+                 "weights of checkpoint FILE, on the first --gap-batches training batches")
+      ->type_name("FILE")
+      ->check(NonEmpty("a file"));
+  app.add_option("--gap-batches", c.gap_batches, "batches --gradient-gap compares on")
+      ->transform(IntegerAtLeast(1));
   app.add_flag_function(
          "--no-progress", [&c](int64_t) { c.progress = false; }, "no progress bar")
       ->check(NoValue());
@@ -233,6 +242,8 @@ inline Config parse_args(const std::vector<std::string>& args) {
     throw UsageError("option --keep-forward-checkpoints needs --checkpoints K >= 1");
   if (c.resume && !c.evaluate.empty())
     throw UsageError("options --resume and --evaluate exclude each other");
+  if (!c.gradient_gap.empty() && (c.resume || !c.evaluate.empty()))
+    throw UsageError("option --gradient-gap excludes --resume and --evaluate");
   return c;
 }
 

@@ -4,6 +4,7 @@
 //   anode-cifar --data data/cifar-10-batches-bin --network resnet --width 0.25 --epochs 5
 //   anode-cifar --data DIR --out runs/r18 --resume          # continue after Ctrl-C or a crash
 //   anode-cifar --data DIR --evaluate runs/r18/checkpoint.pt
+//   anode-cifar --data DIR --gradient-gap runs/r18/checkpoint.pt   # the adjoint's gradient error
 
 #include "examples/cifar/trainer.hpp"
 
@@ -44,6 +45,24 @@ int evaluate(const cifar::Config& cli) {
   if (e.interrupted) return 130;
   std::cout << std::fixed << std::setprecision(4) << "test loss " << e.loss << "  accuracy "
             << std::setprecision(2) << 100 * e.accuracy << "% on " << e.images << " images\n";
+  return 0;
+}
+
+// The reverse-time adjoint's gradient error at a checkpoint's weights (docs/paper_table.md uses it
+// to explain how far the adjoint's accuracy falls behind ANODE's).
+int gradient_gap(const cifar::Config& cli) {
+  const auto meta = cifar::read_meta(cli.gradient_gap);
+  cifar::Config c = cifar::config_from_meta(cli, meta);
+  c.limit = 0;
+  auto train_split = cifar::load_split(c.data, c.dataset, /*train=*/true);
+  cifar::Trainer trainer(c, train_split, train_split.first(1));
+  trainer.load_weights(c.gradient_gap);
+  std::cout << "checkpoint " << c.gradient_gap << ": ";
+  trainer.model().pretty_print(std::cout);
+  std::cout << "\nbatch,mode,loss,rel_err_all,rel_err_ode_blocks,cosine\n" << std::setprecision(6);
+  for (const auto& r : trainer.gradient_gap(c.gap_batches))
+    std::cout << r.batch << "," << r.mode << "," << r.loss << "," << r.rel_all << "," << r.rel_ode
+              << "," << r.cosine << "\n";
   return 0;
 }
 
@@ -98,6 +117,7 @@ int main(int argc, char** argv) {
   if (config.threads > 0) torch::set_num_threads(static_cast<int>(config.threads));
   std::signal(SIGINT, on_sigint);
   try {
+    if (!config.gradient_gap.empty()) return gradient_gap(config);
     return config.evaluate.empty() ? train(config) : evaluate(config);
   } catch (const c10::Error& e) {
     std::cerr << "anode-cifar: " << e.what_without_backtrace() << "\n";

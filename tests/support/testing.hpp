@@ -42,23 +42,6 @@ inline double max_rel_err(const std::vector<torch::Tensor>& a,
   return m;
 }
 
-#define ANODE_ASSERT_THROWS_WITH(statement, substring)                                       \
-  {                                                                                          \
-    std::string anode_message_;                                                              \
-    try {                                                                                    \
-      (void)statement;                                                                       \
-      FAIL() << "Expected statement `" #statement "` to throw an exception, but it did not"; \
-    } catch (const c10::Error& e) {                                                          \
-      anode_message_ = e.what_without_backtrace();                                           \
-    } catch (const std::exception& e) {                                                      \
-      anode_message_ = e.what();                                                             \
-    }                                                                                        \
-    if (anode_message_.find(substring) == std::string::npos) {                               \
-      FAIL() << "Error message \"" << anode_message_ << "\" did not contain \"" << substring \
-             << "\"";                                                                        \
-    }                                                                                        \
-  }
-
 /// A user's autocast region for one device type, as torch.autocast opens one: autocast on in
 /// `dtype`, nested, the weight cache cleared when the outermost region closes.
 class ScopedAutocast {

@@ -260,15 +260,18 @@ TEST(HarnessArgs, ParsesValuesListsAndSwitches) {
 TEST(HarnessArgs, RejectsUnknownFlagsAndBadValues) {
   const char* argv[] = {"bench", "--ntt", "2"};
   EXPECT_THROW(Flags().cli.parse(3, argv), std::invalid_argument);
-  ANODE_ASSERT_THROWS_WITH(Flags().cli.parse(3, argv), "--ntt");  // never declared
+  EXPECT_TRUE(anode_test::throws_mentioning([&] { (void)(Flags().cli.parse(3, argv)); },
+                                            {"--ntt"}));  // never declared
   const char* argv1[] = {"bench", "--threads", "x"};
   EXPECT_THROW(Flags().cli.parse(3, argv1), std::invalid_argument);
-  ANODE_ASSERT_THROWS_WITH(Flags().cli.parse(3, argv1), "--threads = x");
+  EXPECT_TRUE(anode_test::throws_mentioning([&] { (void)(Flags().cli.parse(3, argv1)); },
+                                            {"--threads = x"}));
   const char* argv2[] = {"bench", "positional"};
   EXPECT_THROW(Flags().cli.parse(2, argv2), std::invalid_argument);
   const char* argv3[] = {"bench", "--full=maybe"};
   EXPECT_THROW(Flags().cli.parse(2, argv3), std::invalid_argument);
-  ANODE_ASSERT_THROWS_WITH(Flags().cli.parse(2, argv3), "--full = maybe");
+  EXPECT_TRUE(anode_test::throws_mentioning([&] { (void)(Flags().cli.parse(2, argv3)); },
+                                            {"--full = maybe"}));
 }
 
 TEST(HarnessArgs, HelpListsTheFlagsAndTheirDefaults) {
