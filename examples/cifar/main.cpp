@@ -59,10 +59,13 @@ int gradient_gap(const cifar::Config& cli) {
   trainer.load_weights(c.gradient_gap);
   std::cout << "checkpoint " << c.gradient_gap << ": ";
   trainer.model().pretty_print(std::cout);
-  std::cout << "\nbatch,mode,loss,rel_err_all,rel_err_ode_blocks,cosine\n" << std::setprecision(6);
-  for (const auto& r : trainer.gradient_gap(c.gap_batches))
-    std::cout << r.batch << "," << r.mode << "," << r.loss << "," << r.rel_all << "," << r.rel_ode
-              << "," << r.cosine << "\n";
+  std::cout << "\nbatchnorm,batch,mode,loss,rel_err_all,rel_err_ode_blocks,cosine\n"
+            << std::setprecision(6);
+  for (const bool bn_train : {true, false}) {
+    for (const auto& r : trainer.gradient_gap(c.gap_batches, bn_train))
+      std::cout << (bn_train ? "batch-stats," : "running-stats,") << r.batch << "," << r.mode << ","
+                << r.loss << "," << r.rel_all << "," << r.rel_ode << "," << r.cosine << "\n";
+  }
   return 0;
 }
 

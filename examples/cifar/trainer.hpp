@@ -261,17 +261,19 @@ class Trainer {
   /// Writes OUT/checkpoint.pt atomically.
   /// How far the reverse-time adjoint's gradient is from the exact one at the current weights: for
   /// the first `batches` training batches (in epoch 1's order, augmented as in training, the model
-  /// in training mode), the gradient of the loss with every ODE block set to Anode (the exact
-  /// gradient of the discrete network), to Adjoint and to Backprop, each from the same weights
-  /// and buffers. Returns one row per batch and mode: ||g - g_anode|| / ||g_anode|| over all
-  /// parameters and over the ODE blocks' own, and the cosine of the angle to g_anode.
+  /// in training mode, or in evaluation mode with `batchnorm_train` false: BatchNorm then uses its
+  /// running statistics, an affine map, and the reverse solve no longer sees batch statistics of
+  /// the states it reconstructs), the gradient of the loss with every ODE block set to Anode (the
+  /// exact gradient of the discrete network), to Adjoint and to Backprop, each from the same
+  /// weights and buffers. Returns one row per batch and mode: ||g - g_anode|| / ||g_anode|| over
+  /// all parameters and over the ODE blocks' own, and the cosine of the angle to g_anode.
   struct GradientGap {
     int64_t batch;
     std::string mode;
     double loss, rel_all, rel_ode, cosine;
   };
-  std::vector<GradientGap> gradient_gap(int64_t batches) {
-    model_->train();
+  std::vector<GradientGap> gradient_gap(int64_t batches, bool batchnorm_train = true) {
+    model_->train(batchnorm_train);
     CifarDataset dataset(train_, AugmentOptions(channel_stats(config_.dataset)), config_.seed);
     auto loader = torch::data::make_data_loader(
         dataset, EpochSampler(train_.size(), /*shuffle=*/true, config_.seed, 1, 0),
@@ -332,6 +334,7 @@ class Trainer {
     const auto ode = config_.model_spec().ode;
     model_->for_each_ode_options([&ode](anode::ODEBlockOptions& o) { o = ode; });
     model_->zero_grad();
+    model_->train();
     return rows;
   }
 
