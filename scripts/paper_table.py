@@ -274,10 +274,11 @@ def plot(path, cells, budget):
 def write_report(args, runs, grid_finished):
     cells = summarize(runs)
     b = BUDGETS[args.budget]
-    suffix = "" if args.budget == "cpu" else f"_{args.budget}"
+    solver = "" if (args.method, args.nt) == ("euler", 2) else f"_{args.method}_nt{args.nt}"
+    suffix = ("" if args.budget == "cpu" else f"_{args.budget}") + solver
     doc = args.doc or os.path.join(ROOT, "docs", f"paper_table{suffix}.md")
     png = os.path.splitext(doc)[0] + ".png"
-    logs = os.path.join(ROOT, "docs", "results", "paper_table", args.budget)
+    logs = os.path.join(ROOT, "docs", "results", "paper_table", args.budget + solver)
     os.makedirs(logs, exist_ok=True)
     for (v, net), rs in cells.items():
         for run in rs:
@@ -346,7 +347,7 @@ def write_report(args, runs, grid_finished):
                          f"{r['best']:.2f} | {r['final_loss']:.4f} | {r['nonfinite']} | "
                          f"{r['state']} | {fmt_time(r['seconds'])} |")
     L.append("")
-    L.append(f"CSV logs: docs/results/paper_table/{args.budget}/<network>_<variant>_seed<N>.csv "
+    L.append(f"CSV logs: docs/results/paper_table/{args.budget + solver}/<network>_<variant>_seed<N>.csv "
              "(anode-cifar's log.csv: per epoch lr, train loss and accuracy, test loss and "
              "accuracy, seconds, images/s, peak memory).\n")
     gaps = gradient_gaps(args, runs)
@@ -392,6 +393,8 @@ def main():
     p.add_argument("--threads", type=int, help="intra-op threads per run [the budget's]")
     p.add_argument("--device", help="cpu | cuda [the budget's]")
     p.add_argument("--networks", default=",".join(NETWORKS))
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help="e.g. adjoint,anode: the baseline does not depend on --method or --nt")
     p.add_argument("--doc", help="the document to write [docs/paper_table.md]")
     p.add_argument("--report-only", action="store_true", help="only rewrite the document")
     args = p.parse_args()
@@ -404,7 +407,11 @@ def main():
     for n in nets:
         if n not in NETWORKS:
             p.error(f"--networks: unknown network '{n}'; expected {', '.join(NETWORKS)}")
-    runs = [Run(args, n, v, s) for s in range(args.seeds) for n in nets for v in VARIANTS]
+    variants = args.variants.split(",")
+    for v in variants:
+        if v not in VARIANTS:
+            p.error(f"--variants: unknown variant '{v}'; expected {', '.join(VARIANTS)}")
+    runs = [Run(args, n, v, s) for s in range(args.seeds) for n in nets for v in variants]
     finished = True
     if not args.report_only:
         if not os.access(args.binary, os.X_OK):
