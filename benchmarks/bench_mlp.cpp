@@ -95,7 +95,6 @@ int main(int argc, char** argv) {
         auto stats = std::make_shared<anode::SolveStats>();
         double loss_value = 0;
         auto step = [&] {
-          *stats = anode::SolveStats{};
           if (mode.forward_only) {
             torch::NoGradGuard no_grad;
             loss_value = (0.5 * (anode::odeint(f, z0, options, stats) - target).pow(2).mean())

@@ -278,6 +278,28 @@ class Trainer {
     auto loader = torch::data::make_data_loader(
         dataset, EpochSampler(train_.size(), /*shuffle=*/true, config_.seed, 1, 0),
         torch::data::DataLoaderOptions().batch_size(config_.batch_size).workers(0));
+    // Whatever happens (an error in a backward included), the model is left as it was: the
+    // configured solver, training mode, no gradients, the BatchNorm statistics of the checkpoint.
+    struct Restore {
+      Trainer& t;
+      std::vector<torch::Tensor> buffers;
+      void buffers_back() {
+        torch::NoGradGuard no_grad;
+        auto bufs = t.model_->buffers();
+        for (std::size_t i = 0; i < bufs.size(); ++i) bufs[i].copy_(buffers[i]);
+      }
+      ~Restore() {
+        try {
+          buffers_back();
+          const auto ode = t.config_.model_spec().ode;
+          t.model_->for_each_ode_options([&ode](anode::ODEBlockOptions& o) { o = ode; });
+          t.model_->zero_grad();
+          t.model_->train();
+        } catch (...) {
+        }
+      }
+    } restore{*this, {}};
+    for (const auto& b : model_->buffers()) restore.buffers.push_back(b.detach().clone());
     const auto named = model_->named_parameters();
     std::vector<bool> in_ode;
     for (const auto& p : named) in_ode.push_back(p.key().find(".func.") != std::string::npos);
@@ -286,8 +308,6 @@ class Trainer {
     for (auto& batch : *loader) {
       if (b >= batches) break;
       auto x = input(batch.data), y = batch.target.to(device_);
-      std::vector<torch::Tensor> saved;
-      for (const auto& t : model_->buffers()) saved.push_back(t.detach().clone());
       std::vector<std::pair<std::string, std::vector<torch::Tensor>>> grads;
       std::vector<double> losses;
       for (auto g : {anode::Gradient::Anode, anode::Gradient::Adjoint, anode::Gradient::Backprop}) {
@@ -306,9 +326,7 @@ class Trainer {
         for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
         grads.emplace_back(std::move(name), std::move(gs));  // as --gradient spells it
         losses.push_back(loss.item<double>());
-        torch::NoGradGuard no_grad;
-        auto bufs = model_->buffers();
-        for (std::size_t i = 0; i < bufs.size(); ++i) bufs[i].copy_(saved[i]);
+        restore.buffers_back();  // each mode starts from the same statistics
       }
       const auto& ref = grads[0].second;
       for (std::size_t m = 0; m < grads.size(); ++m) {
@@ -330,11 +348,6 @@ class Trainer {
       }
       ++b;
     }
-    // Back to the configured solver (the model may be trained or evaluated afterwards).
-    const auto ode = config_.model_spec().ode;
-    model_->for_each_ode_options([&ode](anode::ODEBlockOptions& o) { o = ode; });
-    model_->zero_grad();
-    model_->train();
     return rows;
   }
 

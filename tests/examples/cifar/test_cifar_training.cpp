@@ -15,6 +15,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -32,6 +33,20 @@ cifar::ModelSpec spec(const std::string& network, double width, int64_t classes 
   s.num_classes = classes;
   s.blocks = std::move(blocks);
   return s;
+}
+
+std::vector<torch::Tensor> snapshot(const torch::nn::Module& m) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : m.parameters()) out.push_back(p.detach().clone());
+  for (const auto& b : m.buffers()) out.push_back(b.detach().clone());
+  return out;
+}
+
+bool all_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (!torch::equal(a[i], b[i])) return false;
+  return true;
 }
 
 /// A fresh temporary directory per test with a small synthetic CIFAR-10 in it.
@@ -65,23 +80,31 @@ class CifarTraining : public ::testing::Test {
     return c;
   }
 
+  /// Trains `c` on two batches of 8 (writing to `log`), checks that both losses are finite and
+  /// plausible and that every parameter moved, those inside the ODE blocks included.
+  std::unique_ptr<cifar::Trainer> two_steps(const cifar::Config& c, std::ostream& log) {
+    train = train.first(16);
+    auto trainer = std::make_unique<cifar::Trainer>(c, train, test);
+    const auto before = snapshot(trainer->model());
+    std::vector<double> losses;
+    trainer->on_batch = [&losses](int64_t, double loss) { losses.push_back(loss); };
+    EXPECT_TRUE(trainer->run(nullptr, log));
+    trainer->on_batch = nullptr;
+    EXPECT_EQ(losses.size(), 2u);
+    for (double l : losses) EXPECT_TRUE(std::isfinite(l) && l > 0 && l < 10) << l;
+    size_t i = 0;
+    int ode_params = 0;
+    for (const auto& p : trainer->model().named_parameters()) {
+      EXPECT_FALSE(torch::equal(p.value(), before[i++])) << p.key() << " did not change";
+      ode_params += p.key().find(".func.") != std::string::npos;
+    }
+    EXPECT_GT(ode_params, 0);
+    return trainer;
+  }
+
   fs::path dir;
   cifar::Split train, test;
 };
-
-std::vector<torch::Tensor> snapshot(const torch::nn::Module& m) {
-  std::vector<torch::Tensor> out;
-  for (const auto& p : m.parameters()) out.push_back(p.detach().clone());
-  for (const auto& b : m.buffers()) out.push_back(b.detach().clone());
-  return out;
-}
-
-bool all_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (!torch::equal(a[i], b[i])) return false;
-  return true;
-}
 
 }  // namespace
 
@@ -240,25 +263,9 @@ TEST_P(CifarSmoke, TwoStepsTrainEveryParameterGroupAndWriteLogAndCheckpoint) {
   anode::memory::install_cpu_meter();
   auto c = config("out", 1);
   c.gradient = GetParam();
-  train = train.first(16);  // two batches of 8
-  cifar::Trainer trainer(c, train, test);
-  const auto before = snapshot(trainer.model());
-  std::vector<double> losses;
-  trainer.on_batch = [&](int64_t, double loss) { losses.push_back(loss); };
   std::ostringstream log;
-  ASSERT_TRUE(trainer.run(nullptr, log));
-
-  ASSERT_EQ(losses.size(), 2u);
-  for (double l : losses) EXPECT_TRUE(std::isfinite(l) && l > 0 && l < 10) << l;
-  // Every parameter moved, those inside the ODE blocks included.
-  auto params = trainer.model().named_parameters();
-  size_t i = 0;
-  int ode_params = 0;
-  for (const auto& p : params) {
-    EXPECT_FALSE(torch::equal(p.value(), before[i++])) << p.key() << " did not change";
-    ode_params += p.key().find(".func.") != std::string::npos;
-  }
-  EXPECT_GT(ode_params, 0);
+  const auto trainer_ptr = two_steps(c, log);
+  const cifar::Trainer& trainer = *trainer_ptr;
   EXPECT_EQ(trainer.state().epoch, 2);
   EXPECT_TRUE(fs::exists(trainer.checkpoint_path()));
   EXPECT_FALSE(fs::exists(trainer.checkpoint_path() + ".tmp"));
@@ -301,27 +308,13 @@ TEST_P(PaperSmoke, TwoStepsTrainEveryParameter) {
   c.gradient = variant == "baseline"  ? anode::Gradient::Backprop
                : variant == "adjoint" ? anode::Gradient::Adjoint
                                       : anode::Gradient::Anode;
-  train = train.first(16);
-  cifar::Trainer trainer(c, train, test);
-  const auto before = snapshot(trainer.model());
-  std::vector<double> losses;
-  trainer.on_batch = [&](int64_t, double loss) { losses.push_back(loss); };
   std::ostringstream log;
-  ASSERT_TRUE(trainer.run(nullptr, log));
-  ASSERT_EQ(losses.size(), 2u);
-  for (double l : losses) EXPECT_TRUE(std::isfinite(l) && l > 0 && l < 10) << l;
-  size_t i = 0;
-  int ode_params = 0;
-  for (const auto& p : trainer.model().named_parameters()) {
-    EXPECT_FALSE(torch::equal(p.value(), before[i++])) << p.key() << " did not change";
-    ode_params += p.key().find(".func.") != std::string::npos;
-  }
-  EXPECT_GT(ode_params, 0);
+  const auto trainer = two_steps(c, log);
   // The checkpoint loads back into a fresh model (the networks have stateless layers, ReLU and
   // max pooling, which the checkpoint holds no archive for).
   cifar::Trainer reloaded(c, train, test);
-  reloaded.load_weights(trainer.checkpoint_path());
-  EXPECT_TRUE(all_equal(snapshot(reloaded.model()), snapshot(trainer.model())));
+  reloaded.load_weights(trainer->checkpoint_path());
+  EXPECT_TRUE(all_equal(snapshot(reloaded.model()), snapshot(trainer->model())));
 }
 
 INSTANTIATE_TEST_SUITE_P(
