@@ -33,11 +33,14 @@ namespace ab = anode::bench;
 namespace {
 
 void write_f64(const std::string& path, const torch::Tensor& t) {
-  auto c = t.to(torch::kFloat64).contiguous();
+  // To the host first: a CUDA tensor's data pointer is device memory, which ofstream cannot read
+  // (it wrote an empty file, silently, before this was found on the GPU).
+  auto c = t.to(torch::kCPU, torch::kFloat64).contiguous();
   std::ofstream f(path, std::ios::binary);
   if (!f) throw std::runtime_error("cannot write '" + path + "'");
   f.write(reinterpret_cast<const char*>(c.data_ptr<double>()),
           static_cast<std::streamsize>(c.numel() * sizeof(double)));
+  if (!f.flush()) throw std::runtime_error("writing '" + path + "' failed");
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 
 #include <anode/options.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <sstream>
@@ -45,6 +46,7 @@ struct Config {
   int64_t epochs = 350;                               ///< --epochs N
   int64_t batch_size = 256;                           ///< --batch-size N
   double lr = 0.1;                                    ///< --lr X (scheduled, see lr_at)
+  std::string schedule = "step";                      ///< --schedule step|onecycle
   double momentum = 0.9;                              ///< --momentum X
   double weight_decay = 5e-4;                         ///< --wd X
   std::string device = "cpu";                         ///< --device cpu|cuda[:i]
@@ -167,10 +169,22 @@ inline void add_options(CLI::App& app, Config& c) {
   app.option_defaults()->group("training");
   app.add_option("--epochs", c.epochs, "epochs")->transform(IntegerAtLeast(1));
   app.add_option("--batch-size", c.batch_size, "batch size")->transform(IntegerAtLeast(1));
-  app.add_option("--lr", c.lr,
-                 "initial learning rate; /10 after 150/350 and again after 250/350 of the epochs "
-                 "(the official schedule, scaled)")
+  app.add_option(
+         "--lr", c.lr,
+         "learning rate; with --schedule step, /10 after 150/350 and again after 250/350 of the "
+         "epochs "
+         "(the official schedule, scaled)")
       ->check(NumberAbove(0.0));
+  app.add_option("--schedule", c.schedule,
+                 "step: the official schedule (--lr, /10 twice, per epoch); onecycle: per batch, "
+                 "linear from --lr/10 up to --lr over the first 15 % of the run, then linear down "
+                 "to 0 (for short runs, e.g. on a GPU)")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            return v == "step" || v == "onecycle" ? std::string()
+                                                  : "needs step or onecycle, got '" + v + "'";
+          },
+          ""));
   app.add_option("--momentum", c.momentum, "SGD momentum")
       ->check(NumberAbove(0.0, /*inclusive=*/true));
   app.add_option("--wd", c.weight_decay, "weight decay")
@@ -255,6 +269,15 @@ inline double lr_at(double base, int64_t epoch, int64_t epochs) {
   if (epoch > milestone(250)) return base / 100.0;
   if (epoch > milestone(150)) return base / 10.0;
   return base;
+}
+
+/// The one-cycle learning rate at `progress` in [0, 1] of the whole run (batches done / all
+/// batches): a linear warm-up from base/10 to base over the first 15 %, then linear decay to 0.
+/// A short run reaches far better accuracy with it than with the step schedule squeezed.
+inline double onecycle_lr(double base, double progress) {
+  constexpr double warmup = 0.15;
+  if (progress < warmup) return base * (0.1 + 0.9 * progress / warmup);
+  return base * std::max(0.0, (1.0 - progress) / (1.0 - warmup));
 }
 
 }  // namespace cifar

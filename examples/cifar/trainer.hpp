@@ -67,6 +67,7 @@ inline Meta run_meta(const Config& c) {
           {"checkpoints", std::to_string(c.checkpoints)},
           {"batch-size", std::to_string(c.batch_size)},
           {"lr", num(c.lr)},
+          {"schedule", c.schedule},
           {"momentum", num(c.momentum)},
           {"wd", num(c.weight_decay)},
           {"seed", std::to_string(c.seed)},
@@ -78,8 +79,8 @@ inline Meta run_meta(const Config& c) {
 /// --workers may change; a different --epochs changes the schedule's milestones).
 inline const std::vector<std::string>& resume_keys() {
   static const std::vector<std::string> keys{
-      "network",     "dataset",    "width", "blocks",   "method", "nt",   "gradient",
-      "checkpoints", "batch-size", "lr",    "momentum", "wd",     "seed", "limit"};
+      "network",    "dataset", "width",    "blocks", "method", "nt",    "gradient", "checkpoints",
+      "batch-size", "lr",      "momentum", "wd",     "seed",   "limit", "schedule"};
   return keys;
 }
 
@@ -140,7 +141,8 @@ class Trainer {
     const Meta now = run_meta(config_);
     for (const auto& k : resume_keys()) {
       const auto it = saved.find(k);
-      const std::string was = it == saved.end() ? "?" : it->second;
+      // Checkpoints from before --schedule existed were all trained with the step schedule.
+      const std::string was = it != saved.end() ? it->second : k == "schedule" ? "step" : "?";
       TORCH_CHECK(was == now.at(k), "cifar: --resume: checkpoint '", file, "' was written with --",
                   k, " ", was, ", but this run has --", k, " ", now.at(k),
                   "; use the same settings or another --out");
@@ -175,9 +177,9 @@ class Trainer {
   /// a checkpoint. Returns false if `stop` was raised: the state so far is saved and `r` unset.
   bool run_epoch(EpochRecord* r, const std::atomic<bool>* stop = nullptr) {
     const int64_t epoch = state_.epoch;
-    const double lr = lr_at(config_.lr, epoch, config_.epochs);
-    for (auto& group : optimizer_->param_groups())
-      static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
+    const int64_t n_batches = batches_per_epoch(train_.size(), config_.batch_size);
+    const double lr = lr_now(epoch, state_.batch, n_batches);  // onecycle: train_part updates it
+    set_lr(lr);
 
     const auto t0 = std::chrono::steady_clock::now();
     const double seconds_before = state_.seconds;
@@ -378,6 +380,17 @@ class Trainer {
   // have one in every downsampling shortcut), so it is not offered.
   torch::Tensor input(const torch::Tensor& images) const { return images.to(device_); }
 
+  /// The learning rate of batch `batch` (0-based) of `epoch` (1-based) under --schedule.
+  double lr_now(int64_t epoch, int64_t batch, int64_t n_batches) const {
+    if (config_.schedule != "onecycle") return lr_at(config_.lr, epoch, config_.epochs);
+    const double done = static_cast<double>((epoch - 1) * n_batches + batch);
+    return onecycle_lr(config_.lr, done / static_cast<double>(config_.epochs * n_batches));
+  }
+  void set_lr(double lr) {
+    for (auto& group : optimizer_->param_groups())
+      static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
+  }
+
   /// Trains the rest of `epoch`; false if stopped. Records the peak tensor memory in MiB.
   bool train_part(int64_t epoch, const std::atomic<bool>* stop, double* peak_mib) {
     model_->train();
@@ -398,6 +411,7 @@ class Trainer {
     bool stopped = false;
     for (auto& batch : *loader) {
       auto x = input(batch.data), y = batch.target.to(device_);
+      if (config_.schedule == "onecycle") set_lr(lr_now(epoch, state_.batch, n_batches));
       optimizer_->zero_grad();
       auto logits = model_->forward(x);
       auto loss = torch::nn::functional::cross_entropy(logits, y);

@@ -696,6 +696,7 @@ TEST_F(Seeded, OuterRandomStreamIsUndisturbed) {
 TEST_F(Seeded, CudaMatchesBackprop) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   const torch::Device device(torch::kCUDA, 0);
+  const DeterministicCudnn deterministic;
   {
     auto a = mlp_block(23, opts(Method::RK4, 3, Gradient::Anode));
     auto b = mlp_block(23, opts(Method::RK4, 3, Gradient::Backprop));

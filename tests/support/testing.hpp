@@ -19,6 +19,29 @@ class Seeded : public ::testing::Test {
   void SetUp() override { torch::manual_seed(0); }
 };
 
+/// RAII: cuDNN picks deterministic, non-benchmarked kernels while it lives. Without it, two runs
+/// of one CUDA convolution backward may differ by round-off, and a gradient that is zero in exact
+/// arithmetic (a conv bias followed by BatchNorm) is then pure round-off noise that differs by
+/// 100 % between two Backprop runs (seen on an H200): comparisons at 1e-10 need this.
+class DeterministicCudnn {
+ public:
+  DeterministicCudnn()
+      : benchmark_(at::globalContext().benchmarkCuDNN()),
+        deterministic_(at::globalContext().deterministicCuDNN()) {
+    at::globalContext().setBenchmarkCuDNN(false);
+    at::globalContext().setDeterministicCuDNN(true);
+  }
+  ~DeterministicCudnn() {
+    at::globalContext().setBenchmarkCuDNN(benchmark_);
+    at::globalContext().setDeterministicCuDNN(deterministic_);
+  }
+  DeterministicCudnn(const DeterministicCudnn&) = delete;
+  DeterministicCudnn& operator=(const DeterministicCudnn&) = delete;
+
+ private:
+  bool benchmark_, deterministic_;
+};
+
 /// ||a - b|| / max(||b||, tiny), in double.
 inline double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
   TORCH_CHECK(a.defined() && b.defined(), "rel_err: undefined tensor");

@@ -9,6 +9,7 @@
 #include "examples/cifar/dataset.hpp"
 #include "examples/cifar/progress.hpp"
 #include "examples/cifar/synthetic.hpp"
+#include "support/remove_tree.hpp"
 #include "support/testing.hpp"
 
 #include <gtest/gtest.h>
@@ -33,10 +34,10 @@ class TempDir : public ::testing::Test {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     dir = fs::temp_directory_path() / ("anode_cifar_" + std::string(info->test_suite_name()) + "_" +
                                        info->name() + "_" + std::to_string(::getpid()));
-    fs::remove_all(dir);
+    anode_test::remove_tree(dir);
     fs::create_directories(dir);
   }
-  void TearDown() override { fs::remove_all(dir); }
+  void TearDown() override { anode_test::remove_tree(dir); }
   fs::path dir;
 };
 

@@ -6,6 +6,7 @@
 #include "examples/cifar/models.hpp"
 #include "examples/cifar/synthetic.hpp"
 #include "examples/cifar/trainer.hpp"
+#include "support/remove_tree.hpp"
 #include "support/testing.hpp"
 
 #include <gtest/gtest.h>
@@ -59,12 +60,12 @@ class CifarTraining : public ::testing::Test {
     for (auto& ch : name)
       if (ch == '/') ch = '_';
     dir = fs::temp_directory_path() / ("anode_cifar_" + name + "_" + std::to_string(::getpid()));
-    fs::remove_all(dir);
+    anode_test::remove_tree(dir);
     cifar::write_synthetic(dir / "data", Kind::Cifar10, 24, 8);
     train = cifar::load_split((dir / "data").string(), Kind::Cifar10, true);
     test = cifar::load_split((dir / "data").string(), Kind::Cifar10, false);
   }
-  void TearDown() override { fs::remove_all(dir); }
+  void TearDown() override { anode_test::remove_tree(dir); }
 
   /// ResNet18-ODE at 1/16 width (4-8-16-32 channels), 3 batches of 8 per epoch.
   cifar::Config config(const std::string& out, int64_t epochs = 2) const {
