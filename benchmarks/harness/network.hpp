@@ -21,16 +21,26 @@ namespace bench {
 
 /// A gradient mode as the benchmarks name it: "backprop", "anode", "anode-k4" (Anode with 4
 /// binomial checkpoints inside each block, rebuilt in backward), "anode-k4f" (the same, stored by
-/// the forward pass: keep_forward_checkpoints), "adjoint".
+/// the forward pass: keep_forward_checkpoints), "adjoint"; a "-nv" suffix turns verify_recompute
+/// off ("anode-nv", "anode-k4-nv"), to measure what the check costs.
 struct Mode {
   Gradient gradient = Gradient::Anode;
   int64_t checkpoints = 0;
   bool keep_forward = false;
+  bool verify = true;
   std::string name;
 
-  static Mode parse(const std::string& s) {
+  static Mode parse(std::string s) {
     Mode m;
     m.name = s;
+    const std::string no_verify = "-nv";
+    if (s.size() > no_verify.size() &&
+        s.compare(s.size() - no_verify.size(), no_verify.size(), no_verify) == 0) {
+      m.verify = false;
+      s.resize(s.size() - no_verify.size());
+      if (gradient_from_string(s.substr(0, s.find("-k"))) != Gradient::Anode)
+        throw std::invalid_argument("mode '" + m.name + "': -nv only applies to anode");
+    }
     const auto dash = s.find("-k");
     if (dash != std::string::npos) {
       m.gradient = gradient_from_string(s.substr(0, dash));
@@ -54,7 +64,10 @@ struct Mode {
   }
 
   ODEBlockOptions apply(ODEBlockOptions o) const {
-    return o.gradient(gradient).checkpoints(checkpoints).keep_forward_checkpoints(keep_forward);
+    return o.gradient(gradient)
+        .checkpoints(checkpoints)
+        .keep_forward_checkpoints(keep_forward)
+        .verify_recompute(verify);
   }
 };
 

@@ -452,6 +452,13 @@ TEST(HarnessNetwork, ModesParseByName) {
   EXPECT_EQ(kf.checkpoints, 8);
   EXPECT_TRUE(kf.keep_forward);
   EXPECT_TRUE(kf.apply(anode::ODEBlockOptions()).keep_forward_checkpoints());
+  EXPECT_TRUE(k.apply(anode::ODEBlockOptions()).verify_recompute());
+  const auto nv = ab::Mode::parse("anode-k4-nv");
+  EXPECT_EQ(nv.checkpoints, 4);
+  EXPECT_FALSE(nv.apply(anode::ODEBlockOptions()).verify_recompute());
+  EXPECT_EQ(nv.name, "anode-k4-nv");
+  EXPECT_FALSE(ab::Mode::parse("anode-nv").verify);
+  EXPECT_THROW(ab::Mode::parse("backprop-nv"), std::invalid_argument);
   EXPECT_ANY_THROW(ab::Mode::parse("exact"));
 }
 

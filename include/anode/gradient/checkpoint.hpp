@@ -410,7 +410,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     torch::AutoGradMode enable(true);
     torch::Tensor z = z0.detach().requires_grad_(need[0]);
     torch::Tensor zN = call.stepper.integrate(z, 0, call.stepper.grid().steps);
-    check_recomputed(call, zN, expected_rng);
+    const torch::Tensor fingerprint = check_recomputed(call, zN, expected_rng);
     check_inputs(call, zN, z, params);
     std::vector<torch::Tensor> inputs;
     std::vector<std::size_t> where;
@@ -424,10 +424,12 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
         where.push_back(1 + i);
       }
     }
-    if (inputs.empty() || !zN.requires_grad()) return out;
-    auto g = torch::autograd::grad({zN}, inputs, {grad_out}, /*retain_graph=*/false,
-                                   /*create_graph=*/false, /*allow_unused=*/true);
-    for (std::size_t i = 0; i < g.size(); ++i) out[where[i]] = g[i];
+    if (!inputs.empty() && zN.requires_grad()) {
+      auto g = torch::autograd::grad({zN}, inputs, {grad_out}, /*retain_graph=*/false,
+                                     /*create_graph=*/false, /*allow_unused=*/true);
+      for (std::size_t i = 0; i < g.size(); ++i) out[where[i]] = g[i];
+    }
+    verify_fingerprint(call, fingerprint);  // before any gradient leaves this function
     return out;
   }
 
@@ -477,6 +479,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     torch::Tensor adjoint = grad_out;  // dL/dz_{next step to reverse + 1}
     int64_t next_reverse = n_steps - 1;
     GradientSums sums(call, params, need);
+    torch::Tensor fingerprint;  // of the recomputed z_N, compared once all steps are reversed
     slots[0] = replayed(call, call.start);
     slots[0].z = z0;
     // The generators' states after the step reversed next, as the forward pass (for the last
@@ -517,7 +520,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
             torch::Tensor zi = z.detach().requires_grad_(true);
             torch::Tensor next = call.stepper.step(pos, zi);
             if (after_step != nullptr) check_rng(call, *after_step, pos);
-            if (pos == n_steps - 1) check_recomputed(call, next, nullptr);
+            if (pos == n_steps - 1) fingerprint = check_recomputed(call, next, nullptr);
             sums.reverse_step(next, zi, adjoint);
           }
           if (call.world_changes()) call.enter(world);
@@ -534,6 +537,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
                 next_reverse, " unreversed");
     // Nothing replayed: the generators must not have moved at all.
     if (!call.draws && expected_rng != nullptr) check_rng(call, *expected_rng, -1);
+    verify_fingerprint(call, fingerprint);
     torch::autograd::variable_list out = sums.parameter_gradients();
     if (need[0]) out[0] = adjoint;
     return out;
@@ -541,22 +545,34 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
 
   // The recompute must have reproduced the forward pass: same shape and dtype, the generators in
   // the states the forward left them in, and (verify_recompute) the same output, bit for bit.
-  static void check_recomputed(const Call& call, const torch::Tensor& z,
-                               const std::vector<uint64_t>* expected_rng) {
+  // Checks what needs no host-device synchronisation and returns the recomputed output's
+  // fingerprint (undefined without verify_recompute), for verify_fingerprint to compare.
+  static torch::Tensor check_recomputed(const Call& call, const torch::Tensor& z,
+                                        const std::vector<uint64_t>* expected_rng) {
     TORCH_CHECK(z.sizes().vec() == call.out_sizes && z.scalar_type() == call.out_dtype,
                 "anode: the recomputed block output (shape ", z.sizes(), ", dtype ",
                 z.scalar_type(), ") differs from the forward pass's (shape ",
                 c10::IntArrayRef(call.out_sizes), ", dtype ", call.out_dtype,
                 "); the right-hand side must be deterministic given its inputs and RNG state");
     if (expected_rng != nullptr) check_rng(call, *expected_rng, -1);
-    if (!call.verify || !call.fingerprint.defined()) return;
-    const double before = call.fingerprint.item<double>();
-    const double now = detail::output_fingerprint(z).item<double>();
+    if (!call.verify || !call.fingerprint.defined()) return torch::Tensor();
+    return detail::output_fingerprint(z);
+  }
+
+  // Compares the recompute's fingerprint with the forward's: the block's one host-device
+  // synchronisation. It is called after the block's gradient work has been queued, so that a GPU
+  // has that work to do while the host waits (checking right after the recompute left the GPU
+  // idle while the host then queued the backward: measured on an H200, see docs/gpu.md), and
+  // before any gradient is returned, so a mismatch still means no gradient at all.
+  static void verify_fingerprint(const Call& call, const torch::Tensor& now) {
+    if (!now.defined()) return;
+    const torch::Tensor both = torch::stack({call.fingerprint, now}).to(torch::kCPU);  // one sync
+    const double before = both.data_ptr<double>()[0], recomputed = both.data_ptr<double>()[1];
     TORCH_CHECK(
-        std::memcmp(&before, &now, sizeof(double)) == 0,
+        std::memcmp(&before, &recomputed, sizeof(double)) == 0,
         "anode: recomputing this ODE block in backward gave a different output than its forward "
         "pass did (sum ",
-        before, " in forward, ", now,
+        before, " in forward, ", recomputed,
         " recomputed), so its gradient would not be the gradient of the forward pass. The "
         "right-hand side must compute the same values from the same input and replayed random "
         "numbers. Does it draw from a torch::Generator not named in ODEBlockOptions::generators, "
