@@ -25,7 +25,7 @@
 #   peers-large  (only when named in ANODE_GPU_STAGES) the peers network at batch 128, 64 channels
 # After every stage scripts/gpu_summary.py rewrites summary.txt, peers.csv and cifar.csv and the
 # work folder is packed again, so a run stopped at its time limit still leaves its results.
-# Typical duration on one H100/H200 with 16 cores: about 6 to 9 minutes (not yet measured).
+# Duration on one H200 with 16 cores (2026-11-26): 348 s, the build 160 s of it.
 #
 # Results, at most 8 files (what comes back from a lent GPU machine):
 #   summary.txt  progress.log  build.log  test_cuda.log  ctest.log  peers.csv  cifar.csv

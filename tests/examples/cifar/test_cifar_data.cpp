@@ -371,6 +371,7 @@ TEST(CifarCli, DefaultsAreTheOfficialOnes) {
   EXPECT_EQ(c.epochs, 350);
   EXPECT_EQ(c.batch_size, 256);
   EXPECT_DOUBLE_EQ(c.lr, 0.1);
+  EXPECT_EQ(c.schedule, "step");
   EXPECT_DOUBLE_EQ(c.momentum, 0.9);
   EXPECT_DOUBLE_EQ(c.weight_decay, 5e-4);
   EXPECT_DOUBLE_EQ(c.width, 1.0);
@@ -403,6 +404,8 @@ TEST(CifarCli, EveryOptionIsParsed) {
                   "32",
                   "--lr",
                   "0.05",
+                  "--schedule",
+                  "onecycle",
                   "--momentum",
                   "0.8",
                   "--wd",
@@ -434,6 +437,7 @@ TEST(CifarCli, EveryOptionIsParsed) {
   EXPECT_EQ(c.epochs, 7);
   EXPECT_EQ(c.batch_size, 32);
   EXPECT_DOUBLE_EQ(c.lr, 0.05);
+  EXPECT_EQ(c.schedule, "onecycle");
   EXPECT_DOUBLE_EQ(c.momentum, 0.8);
   EXPECT_DOUBLE_EQ(c.weight_decay, 0.0);
   EXPECT_EQ(c.threads, 2);
@@ -454,6 +458,11 @@ TEST(CifarCli, EveryOptionIsParsed) {
 }
 
 TEST(CifarCli, BadOptionsNameTheOptionAndTheValue) {
+  EXPECT_TRUE(anode_test::throws_mentioning(
+      [&] {
+        (void)(parse({"--data", "d", "--schedule", "cosine"}));
+      },
+      {"--schedule", "needs step or onecycle, got 'cosine'"}));
   EXPECT_TRUE(anode_test::throws_mentioning(
       [&] {
         (void)(parse({"--data", "d", "--epochs", "ten"}));
@@ -548,33 +557,20 @@ TEST(CifarCli, HelpListsEveryOptionWithItsDefault) {
   EXPECT_TRUE(parse({"-h"}).help);
   EXPECT_TRUE(parse({"--data", "d", "--help"}).help);
   const std::string help = cifar::usage();
-  for (const char* option : {"--data",
-                             "--dataset",
-                             "--limit",
-                             "--test-limit",
-                             "--workers",
-                             "--network",
-                             "--width",
-                             "--blocks",
-                             "--method",
-                             "--nt",
-                             "--gradient",
-                             "--checkpoints",
-                             "--keep-forward-checkpoints",
-                             "--epochs",
-                             "--batch-size",
-                             "--lr",
-                             "--momentum",
-                             "--wd",
-                             "--seed",
-                             "--device",
-                             "--threads",
-                             "--out",
-                             "--resume",
-                             "--evaluate",
-                             "--gradient-gap",
-                             "--gap-batches",
-                             "--no-progress",
+  for (const char* option : {"--data",        "--dataset",
+                             "--limit",       "--test-limit",
+                             "--workers",     "--network",
+                             "--schedule",    "--width",
+                             "--blocks",      "--method",
+                             "--nt",          "--gradient",
+                             "--checkpoints", "--keep-forward-checkpoints",
+                             "--epochs",      "--batch-size",
+                             "--lr",          "--momentum",
+                             "--wd",          "--seed",
+                             "--device",      "--threads",
+                             "--out",         "--resume",
+                             "--evaluate",    "--gradient-gap",
+                             "--gap-batches", "--no-progress",
                              "--help"})
     EXPECT_NE(help.find(option), std::string::npos) << option << " missing from\n" << help;
   for (const auto& name : cifar::network_names())
@@ -651,6 +647,21 @@ TEST(CifarSchedule, OfficialMilestonesScaleWithTheEpochs) {
   const double five[] = {0.1, 0.1, 0.1, 0.01, 0.001};
   for (int e = 1; e <= 5; ++e) EXPECT_DOUBLE_EQ(cifar::lr_at(0.1, e, 5), five[e - 1]) << e;
   EXPECT_DOUBLE_EQ(cifar::lr_at(0.1, 1, 1), 0.1);
+}
+
+TEST(CifarSchedule, OneCycleWarmsUpThenDecaysToZero) {
+  EXPECT_DOUBLE_EQ(cifar::onecycle_lr(0.2, 0.0), 0.02);     // starts at lr / 10
+  EXPECT_DOUBLE_EQ(cifar::onecycle_lr(0.2, 0.15), 0.2);     // peak after 15 % of the run
+  EXPECT_NEAR(cifar::onecycle_lr(0.2, 0.575), 0.1, 1e-15);  // halfway down
+  EXPECT_DOUBLE_EQ(cifar::onecycle_lr(0.2, 1.0), 0.0);
+  double prev = 0;
+  for (int i = 0; i <= 100; ++i) {  // up, then down, never negative
+    const double lr = cifar::onecycle_lr(0.2, i / 100.0);
+    EXPECT_GE(lr, 0.0);
+    if (i <= 15) EXPECT_GT(lr, prev) << i;
+    if (i > 15) EXPECT_LT(lr, prev) << i;
+    prev = lr;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -399,6 +399,21 @@ TEST_F(CifarTraining, LearnsTheSyntheticClasses) {
   EXPECT_GE(best_acc, 0.25);
 }
 
+TEST_F(CifarTraining, OneCycleSetsTheRateOfEveryBatch) {
+  // 24 images in batches of 8: 3 batches an epoch, 6 in the run. Each epoch's record carries the
+  // rate of its first batch: progress 0 (lr / 10), then 3 of 6 batches.
+  auto c = config("out", 2);
+  c.lr = 0.2;
+  c.schedule = "onecycle";
+  cifar::Trainer trainer(c, train, test);
+  cifar::EpochRecord r1, r2;
+  ASSERT_TRUE(trainer.run_epoch(&r1));
+  ASSERT_TRUE(trainer.run_epoch(&r2));
+  EXPECT_DOUBLE_EQ(r1.lr, cifar::onecycle_lr(0.2, 0.0));
+  EXPECT_DOUBLE_EQ(r2.lr, cifar::onecycle_lr(0.2, 3.0 / 6.0));
+  EXPECT_TRUE(std::isfinite(r2.train_loss));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Checkpoints and resumption
 
@@ -486,6 +501,12 @@ TEST_F(CifarTraining, ResumeRefusesDifferentSettings) {
   EXPECT_TRUE(anode_test::throws_mentioning(
       [&] { (void)(b.resume()); },
       {"was written with --width 0.0625, but this run has --width 0.125"}));
+  auto sched = config("a", 1);
+  sched.schedule = "onecycle";
+  cifar::Trainer f(sched, train, test);
+  EXPECT_TRUE(anode_test::throws_mentioning(
+      [&] { (void)(f.resume()); },
+      {"was written with --schedule step, but this run has --schedule onecycle"}));
   auto d = config("missing", 1);
   cifar::Trainer e(d, train, test);
   EXPECT_TRUE(
