@@ -33,6 +33,7 @@ struct Mode {
   anode::Gradient gradient;
   int64_t checkpoints;
   bool forward_only = false;  // the graph-free solve alone: Anode's forward, the floor it adds
+  bool keep_latest = false;   // keep_latest_graph: the lone solve's backward recomputes nothing
 };
 
 Mode mode_from_string(const std::string& s) {
@@ -40,9 +41,11 @@ Mode mode_from_string(const std::string& s) {
   if (s == "anode") return {anode::Gradient::Anode, 0};
   if (s == "adjoint") return {anode::Gradient::Adjoint, 0};
   if (s == "forward") return {anode::Gradient::Backprop, 0, true};
+  if (s == "anode-latest") return {anode::Gradient::Anode, 0, false, true};
   if (s.rfind("anode-k", 0) == 0) return {anode::Gradient::Anode, std::stoll(s.substr(7))};
   throw std::invalid_argument("--modes: unknown mode '" + s +
-                              "'; expected backprop, anode, anode-kK, adjoint or forward");
+                              "'; expected backprop, anode, anode-latest, anode-kK, adjoint or "
+                              "forward");
 }
 
 }  // namespace
@@ -55,8 +58,8 @@ int main(int argc, char** argv) {
     int64_t steps = 100, batch = 256, hidden = 64, threads = 1, warmup = 5, repeats = 30;
     double rtol = 1e-5, atol = 1e-9;
     cli.option("--modes", modes,
-               "backprop, anode, anode-kK (K checkpoints), adjoint, forward (the graph-free solve "
-               "alone, no backward)");
+               "backprop, anode, anode-latest (keep_latest_graph), anode-kK (K checkpoints), "
+               "adjoint, forward (the graph-free solve alone, no backward)");
     cli.option("--methods", methods, "rk2 (fixed), dopri5");
     cli.option("--steps", steps, "fixed steps on [0, 1]");
     cli.option("--rtol", rtol, "dopri5 relative tolerance");
@@ -82,8 +85,10 @@ int main(int argc, char** argv) {
         const auto z0 = ab::det_values({batch, 2}, 7, 1.0);
         const auto target = ab::det_values({batch, 2}, 11, 1.0);
         torch::optim::SGD opt(f->parameters(), torch::optim::SGDOptions(1e-3));
-        auto options =
-            anode::ODEBlockOptions().gradient(mode.gradient).checkpoints(mode.checkpoints);
+        auto options = anode::ODEBlockOptions()
+                           .gradient(mode.gradient)
+                           .checkpoints(mode.checkpoints)
+                           .keep_latest_graph(mode.keep_latest);
         if (method == "rk2") {
           options.method(anode::Method::RK2).steps(steps);
         } else if (method == "dopri5") {

@@ -100,9 +100,11 @@ inline std::ostream& operator<<(std::ostream& os, const AutocastState& s) {
 /// once, with a graph, and closes it clearing the cache if it was the outermost region.
 /// `Purpose::GraphFree` runs a pass without a graph with the cache disabled, so none of its casts
 /// (which have no grad_fn) is left in the cache for a later autograd pass to reuse.
+/// `Purpose::Forward` re-applies the state exactly as captured (the caller's cache included), for a
+/// pass with a graph inside the forward pass, which must build the graph Backprop would.
 class AutocastGuard {
  public:
-  enum class Purpose { Recompute, GraphFree };
+  enum class Purpose { Recompute, GraphFree, Forward };
 
   AutocastGuard(const AutocastState& state, Purpose purpose)
       : saved_(AutocastState::capture()), active_(state.enabled() || saved_.enabled()) {

@@ -7,7 +7,11 @@
 // the block's steps with autograd on from the nearest stored state and backpropagates through
 // them. The result is the exact gradient of the discrete solve (to round-off), at memory O(L)
 // block inputs + one block's trajectory, or O(L) + O(k) states + one step's graph with binomial
-// checkpointing (the backward first rebuilds the block's k checkpoints from its input).
+// checkpointing (the backward first rebuilds the block's k checkpoints from its input). With
+// `keep_latest_graph(true)` a block's forward pass builds its graph instead and keeps it until the
+// next block's forward pass starts (then it is freed, and backward recomputes as usual) or its own
+// backward uses it: the block differentiated first is not recomputed, at the same O(L) + one
+// block's graph memory.
 //
 // The exactness contract. A recomputation must see the world the forward pass saw, and anode
 // replays what it can and checks the rest:
@@ -45,6 +49,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -52,6 +57,40 @@
 
 namespace anode {
 namespace detail {
+
+/// keep_latest_graph: the graph a block's forward pass built, from its (detached) input to its
+/// output, until its backward takes it or the next block's forward releases it. Either happens
+/// under the mutex, so a backward on another thread and a release never both see it.
+struct KeptGraph {
+  std::mutex mutex;
+  torch::Tensor input;   // the leaf the graph starts from
+  torch::Tensor output;  // its end, whose grad_fn chain holds the graph
+
+  void release() {
+    torch::Tensor in, out;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      in = std::move(input);
+      out = std::move(output);
+    }  // the graph is freed here, outside the lock
+  }
+  std::pair<torch::Tensor, torch::Tensor> take() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return {std::move(input), std::move(output)};
+  }
+};
+
+/// The graph the latest Anode forward pass of this thread kept (keep_latest_graph), if any.
+inline std::weak_ptr<KeptGraph>& latest_kept_graph() {
+  thread_local std::weak_ptr<KeptGraph> latest;
+  return latest;
+}
+
+/// Frees the graph the previous block kept: a block's forward pass is starting.
+inline void release_latest_kept_graph() {
+  if (auto kept = latest_kept_graph().lock()) kept->release();
+  latest_kept_graph().reset();
+}
 
 /// Everything the forward pass needs to leave for the backward pass of one block call.
 struct CheckpointCall : torch::CustomClassHolder {
@@ -62,6 +101,7 @@ struct CheckpointCall : torch::CustomClassHolder {
         keep_forward_checkpoints(o.keep_forward_checkpoints()),
         memory_budget(o.memory_budget()),
         verify(o.verify_recompute()),
+        keep_latest(o.keep_latest_graph()),
         generators(o.preserve_rng_state() ? replayed_generators(o.generators(), device)
                                           : std::vector<at::Generator>{}) {}
 
@@ -90,10 +130,12 @@ struct CheckpointCall : torch::CustomClassHolder {
 
   System system;
   Stepper stepper;
-  int64_t checkpoints;            // 0: whole-block recompute; 1..N-1: binomial schedule
-  bool keep_forward_checkpoints;  // store the k checkpoints in forward (else in backward)
-  int64_t memory_budget;          // > 0: choose `checkpoints` in forward from a measured step
-  bool verify;                    // check the recompute against the forward (output, RNG)
+  int64_t checkpoints;              // 0: whole-block recompute; 1..N-1: binomial schedule
+  bool keep_forward_checkpoints;    // store the k checkpoints in forward (else in backward)
+  int64_t memory_budget;            // > 0: choose `checkpoints` in forward from a measured step
+  bool verify;                      // check the recompute against the forward (output, RNG)
+  bool keep_latest;                 // keep the forward's graph until the next block (or backward)
+  std::shared_ptr<KeptGraph> kept;  // that graph, while kept
   std::vector<at::Generator> generators;  // replayed; empty when preserve_rng_state is off
   AutocastState autocast;                 // the forward pass's
   Snapshot start;                         // z_0's world (z itself is saved through the context)
@@ -250,6 +292,8 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
       call->checkpoints = plan_for_budget(*call, z0);
       call->enter(call->start);  // the measured step drew random numbers and updated buffers
     }
+    // This block's forward pass starts: the graph the previous one kept is not needed first.
+    detail::release_latest_kept_graph();
     torch::Tensor zN;
     if (call->adaptive) {
       // Choose the steps; the accepted grid becomes the block's grid, which the recompute repeats.
@@ -263,6 +307,8 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     } else if (call->checkpoints > 0 && call->keep_forward_checkpoints) {
       zN = run_forward_plan(*call, z0, /*to_end=*/true, /*with_rng=*/!call->generators.empty(),
                             call->slots);
+    } else if (call->keep_latest && call->checkpoints == 0) {
+      zN = run_keeping_graph(*call, z0, steps);
     } else {
       zN = stepper.integrate(z0, 0, steps);
     }
@@ -319,7 +365,14 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     std::vector<bool> need(1 + n_params);
     for (std::size_t i = 0; i < need.size(); ++i) need[i] = ctx->needs_input_grad(i);
     if (call->checkpoints == 0) {
-      out = backward_whole_block(*call, z0, grad_out, params, need, expected);
+      // The graph the forward pass kept, if the next block has not released it: no recompute.
+      auto [kept_in, kept_out] =
+          call->kept ? call->kept->take() : std::pair<torch::Tensor, torch::Tensor>();
+      if (kept_out.defined()) {
+        out = backward_kept(*call, kept_in, kept_out, grad_out, params, need);
+      } else {
+        out = backward_whole_block(*call, z0, grad_out, params, need, expected);
+      }
     } else {
       // Checkpoints stored by the forward pass are handed to this backward pass, which frees
       // each one as soon as the schedule is done with it (they would otherwise live as long as
@@ -400,18 +453,45 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     return detail::checkpoints_within(cost, call.stepper.grid().steps, call.memory_budget);
   }
 
-  // Paper's scheme: re-run the whole block with autograd on, backprop through it once.
-  static torch::autograd::variable_list backward_whole_block(
-      const Call& call, const torch::Tensor& z0, const torch::Tensor& grad_out,
-      const std::vector<torch::Tensor>& params, const std::vector<bool>& need,
-      const std::vector<uint64_t>* expected_rng) {
-    call.enter(replayed(call, call.start));
+  // keep_latest_graph: the block's steps with autograd on, as Backprop takes them (under the
+  // caller's autocast state, cache included), keeping the graph for this block's backward and
+  // registering it as the one the next block's forward pass releases. Returns the output without
+  // the graph (the Function's own output).
+  static torch::Tensor run_keeping_graph(Call& call, const torch::Tensor& z0, int64_t steps) {
+    torch::Tensor input, output;
+    {
+      Guard as_captured(call.autocast, Guard::Purpose::Forward);
+      torch::AutoGradMode enable(true);
+      input = z0.detach().requires_grad_(z0.requires_grad());
+      output = call.stepper.integrate(input, 0, steps);
+    }
+    auto kept = std::make_shared<detail::KeptGraph>();
+    kept->input = input;
+    kept->output = output;
+    call.kept = kept;
+    detail::latest_kept_graph() = kept;
+    return output.detach();
+  }
+
+  // Backward through the graph the forward pass kept: Backprop's gradient, no recompute, so
+  // nothing to replay or verify; only the check that the graph reaches no foreign leaf.
+  static torch::autograd::variable_list backward_kept(const Call& call, const torch::Tensor& in,
+                                                      const torch::Tensor& out,
+                                                      const torch::Tensor& grad_out,
+                                                      const std::vector<torch::Tensor>& params,
+                                                      const std::vector<bool>& need) {
+    check_inputs(call, out, in, params);
+    return gradients_of(out, in, grad_out, params, need);
+  }
+
+  // The gradients of `zN` (seeded with `grad_out`) with respect to the inputs `need` asks for: the
+  // block input `z` and the parameters. One entry per Function input, undefined where not needed.
+  static torch::autograd::variable_list gradients_of(const torch::Tensor& zN,
+                                                     const torch::Tensor& z,
+                                                     const torch::Tensor& grad_out,
+                                                     const std::vector<torch::Tensor>& params,
+                                                     const std::vector<bool>& need) {
     torch::autograd::variable_list out(need.size());
-    torch::AutoGradMode enable(true);
-    torch::Tensor z = z0.detach().requires_grad_(need[0]);
-    torch::Tensor zN = call.stepper.integrate(z, 0, call.stepper.grid().steps);
-    const torch::Tensor fingerprint = check_recomputed(call, zN, expected_rng);
-    check_inputs(call, zN, z, params);
     std::vector<torch::Tensor> inputs;
     std::vector<std::size_t> where;
     if (need[0]) {
@@ -424,11 +504,25 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
         where.push_back(1 + i);
       }
     }
-    if (!inputs.empty() && zN.requires_grad()) {
-      auto g = torch::autograd::grad({zN}, inputs, {grad_out}, /*retain_graph=*/false,
-                                     /*create_graph=*/false, /*allow_unused=*/true);
-      for (std::size_t i = 0; i < g.size(); ++i) out[where[i]] = g[i];
-    }
+    if (inputs.empty() || !zN.requires_grad()) return out;
+    auto g = torch::autograd::grad({zN}, inputs, {grad_out}, /*retain_graph=*/false,
+                                   /*create_graph=*/false, /*allow_unused=*/true);
+    for (std::size_t i = 0; i < g.size(); ++i) out[where[i]] = g[i];
+    return out;
+  }
+
+  // Paper's scheme: re-run the whole block with autograd on, backprop through it once.
+  static torch::autograd::variable_list backward_whole_block(
+      const Call& call, const torch::Tensor& z0, const torch::Tensor& grad_out,
+      const std::vector<torch::Tensor>& params, const std::vector<bool>& need,
+      const std::vector<uint64_t>* expected_rng) {
+    call.enter(replayed(call, call.start));
+    torch::AutoGradMode enable(true);
+    torch::Tensor z = z0.detach().requires_grad_(need[0]);
+    torch::Tensor zN = call.stepper.integrate(z, 0, call.stepper.grid().steps);
+    const torch::Tensor fingerprint = check_recomputed(call, zN, expected_rng);
+    check_inputs(call, zN, z, params);
+    auto out = gradients_of(zN, z, grad_out, params, need);
     verify_fingerprint(call, fingerprint);  // before any gradient leaves this function
     return out;
   }

@@ -658,8 +658,11 @@ TEST(CifarSchedule, OneCycleWarmsUpThenDecaysToZero) {
   for (int i = 0; i <= 100; ++i) {  // up, then down, never negative
     const double lr = cifar::onecycle_lr(0.2, i / 100.0);
     EXPECT_GE(lr, 0.0);
-    if (i <= 15) EXPECT_GT(lr, prev) << i;
-    if (i > 15) EXPECT_LT(lr, prev) << i;
+    if (i <= 15) {
+      EXPECT_GT(lr, prev) << i;
+    } else {
+      EXPECT_LT(lr, prev) << i;
+    }
     prev = lr;
   }
 }
