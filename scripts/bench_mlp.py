@@ -63,9 +63,7 @@ def main():
     t_start = time.time()
     for r in range(args.rounds):
         for method in ("rk2", "dopri5"):
-            modes = "forward,backprop,anode,anode-k4,adjoint"
-            if method == "rk2":  # keep_latest_graph is for fixed-step methods
-                modes += ",anode-latest"
+            modes = "forward,backprop,anode,anode-latest,anode-k4,adjoint"
             cpp = run_json([args.binary, "--methods", method, "--modes", modes, "--repeats",
                             str(args.repeats), "--threads", "1"], env)
             impl = "torchdiffeq-rk2" if method == "rk2" else "torchdiffeq-dopri5"

@@ -83,15 +83,16 @@ struct ODEBlockOptions {
   /// costs one reduction over the block output in forward; turn it off only for a right-hand side
   /// whose kernels are nondeterministic (e.g. atomics on GPU), whose recompute cannot be bitwise.
   TORCH_ARG(bool, verify_recompute) = true;
-  /// `Gradient::Anode` with the whole-block recompute (checkpoints 0, fixed-step method): the
-  /// forward pass of a block keeps its graph until the next Anode block (or output interval) of
-  /// the same thread starts its forward pass, or until its own backward uses it. The block
-  /// differentiated first, typically the last block of a network or the last interval of an
-  /// `odeint` solve, then needs no recompute: a lone solve costs what Backprop costs, and a
-  /// network of L blocks saves 1/L of the recomputation. The gradient is Backprop's, bit for bit,
-  /// either way. Memory stays O(L) block inputs + one block's graph, but that graph now also lives
-  /// at the end of the forward pass (with whatever the layers after the block keep), not only
-  /// during backward. Off by default.
+  /// `Gradient::Anode` with the whole-block recompute (checkpoints 0): the forward pass of a block
+  /// keeps its graph until the next Anode block (or output interval) of the same thread starts its
+  /// forward pass, or until its own backward uses it. The block differentiated first, typically
+  /// the last block of a network or the last interval of an `odeint` solve, then needs no
+  /// recompute: a lone solve costs what Backprop costs, and a network of L blocks saves 1/L of the
+  /// recomputation. The gradient is Backprop's, bit for bit, either way. Memory stays O(L) block
+  /// inputs + one block's graph, but that graph now also lives at the end of the forward pass
+  /// (with whatever the layers after the block keep), not only during backward. With an adaptive
+  /// method only an interval that starts without a carried first stage (the first of a solve) can
+  /// keep its graph. Off by default.
   TORCH_ARG(bool, keep_latest_graph) = false;
 
  public:
@@ -179,10 +180,6 @@ struct ODEBlockOptions {
                   "which binomial checkpointing (checkpoints ",
                   checkpoints_, ", memory_budget ", memory_budget_,
                   ") exists to avoid; use one or the other");
-      TORCH_CHECK(!adaptive(),
-                  "anode: ODEBlockOptions::keep_latest_graph(true) is not supported with an "
-                  "adaptive method (",
-                  effective_tableau().name, ") yet; set it to false");
     }
     TORCH_CHECK(!keep_forward_checkpoints_ || checkpoints_ > 0 || memory_budget_ > 0,
                 "anode: ODEBlockOptions::keep_forward_checkpoints(true) needs binomial "

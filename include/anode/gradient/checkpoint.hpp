@@ -406,17 +406,47 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
 
   // The adaptive forward pass: chooses and takes the steps, and records the accepted times as the
   // block's grid (each step h = t_new - t exactly, so the recompute repeats them bit for bit).
+  //
+  // keep_latest_graph: the interval is solved with autograd on, as Backprop solves it, and its
+  // graph through the accepted steps is kept. Only when no first stage is carried in from the
+  // previous interval (FSAL): that stage's graph would belong to the previous interval's node, so
+  // a later interval of a trajectory is solved graph-free and recomputed as usual.
   static torch::Tensor run_adaptive(Call& call, const torch::Tensor& z0) {
     auto& session = *call.adaptive;
     const TimeGrid interval = call.stepper.grid();
     std::vector<double> times{interval.t0};
     const Stepper& stepper = call.stepper;
     const auto f = [&stepper](double t, const torch::Tensor& x) { return stepper.eval(t, x); };
-    torch::Tensor z =
-        adaptive_integrate(stepper.tableau(), f, z0, interval.t0, interval.t1, session.control,
-                           session.carry, &times, session.k, session.have_k);
+    const bool keep = call.keep_latest && !session.have_k;
+    torch::Tensor input, z;
+    {
+      std::optional<Guard> as_captured;
+      std::optional<torch::AutoGradMode> enable;
+      input = z0;
+      if (keep) {
+        as_captured.emplace(call.autocast, Guard::Purpose::Forward);
+        enable.emplace(true);
+        input = z0.detach().requires_grad_(z0.requires_grad());
+      }
+      z = adaptive_integrate(stepper.tableau(), f, input, interval.t0, interval.t1, session.control,
+                             session.carry, &times, session.k, session.have_k);
+    }
     call.stepper.set_grid(TimeGrid::explicit_times(std::move(times)));
-    return z;
+    if (!keep) return z;
+    // The stage carried to the next interval must not hold this interval's graph alive.
+    if (session.k.defined()) session.k = session.k.detach();
+    keep_graph(call, input, z);
+    return z.detach();
+  }
+
+  // Keeps the graph from `input` to `output` for this block's backward, and registers it as the
+  // one the next block's forward pass releases.
+  static void keep_graph(Call& call, const torch::Tensor& input, const torch::Tensor& output) {
+    auto kept = std::make_shared<detail::KeptGraph>();
+    kept->input = input;
+    kept->output = output;
+    call.kept = kept;
+    detail::latest_kept_graph() = kept;
   }
 
   // Measures one step's forward and backward on the block input, under the forward's autocast
@@ -465,11 +495,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
       input = z0.detach().requires_grad_(z0.requires_grad());
       output = call.stepper.integrate(input, 0, steps);
     }
-    auto kept = std::make_shared<detail::KeptGraph>();
-    kept->input = input;
-    kept->output = output;
-    call.kept = kept;
-    detail::latest_kept_graph() = kept;
+    keep_graph(call, input, output);
     return output.detach();
   }
 

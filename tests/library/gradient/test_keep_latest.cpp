@@ -244,10 +244,62 @@ TEST_F(KeepLatest, OptionsItDoesNotCombineWithAreErrors) {
         (void)anode::odeint(f, z, opts(Method::RK2, 4, Gradient::Anode, true).checkpoints(2));
       },
       {"keep_latest_graph(true)", "checkpoints 2"}));
-  EXPECT_TRUE(throws_mentioning(
-      [&] {
-        (void)anode::odeint(
-            f, z, anode::ODEBlockOptions().method(Method::Dopri5).keep_latest_graph(true));
-      },
-      {"keep_latest_graph(true) is not supported with an adaptive method"}));
+}
+
+TEST_F(KeepLatest, AdaptiveLoneSolveCostsWhatBackpropCosts) {
+  torch::manual_seed(5);
+  MLP f(3, 16);
+  f->to(torch::kDouble);
+  auto z0 = torch::randn({8, 3}, torch::kDouble);
+  auto grads = [&](Gradient g, bool keep, anode::SolveStats* s) {
+    auto z = z0.clone().requires_grad_(true);
+    auto stats = std::make_shared<anode::SolveStats>();
+    std::vector<torch::Tensor> inputs = f->parameters();
+    inputs.push_back(z);
+    auto o = anode::ODEBlockOptions()
+                 .method(Method::Dopri5)
+                 .rtol(1e-6)
+                 .atol(1e-8)
+                 .t1(2.0)
+                 .gradient(g)
+                 .keep_latest_graph(keep);
+    auto out = grads_of(anode::odeint(f, z, o, stats).pow(2).sum(), inputs);
+    *s = *stats;
+    return out;
+  };
+  anode::SolveStats kept_stats, exact_stats, anode_stats;
+  const auto kept = grads(Gradient::Anode, true, &kept_stats);
+  const auto exact = grads(Gradient::Backprop, false, &exact_stats);
+  const auto recomputed = grads(Gradient::Anode, false, &anode_stats);
+  EXPECT_TRUE(all_equal(kept, exact));
+  EXPECT_LT(max_rel_err(recomputed, exact), 1e-12);
+  EXPECT_EQ(kept_stats.forward_evaluations, exact_stats.forward_evaluations);
+  EXPECT_EQ(kept_stats.accepted_steps, exact_stats.accepted_steps);
+  EXPECT_GT(kept_stats.accepted_steps, 2);
+  EXPECT_EQ(kept_stats.backward_evaluations, 0);
+  EXPECT_GT(anode_stats.backward_evaluations, 0);
+}
+
+TEST_F(KeepLatest, AdaptiveTrajectoryRecomputesTheIntervalsAfterTheFirst) {
+  // Later intervals start from the first stage carried over (FSAL), whose graph is not theirs:
+  // they are solved graph-free and recomputed; the first interval keeps its graph until the
+  // second starts, so it is recomputed too. The gradient is still Backprop's to round-off.
+  torch::manual_seed(6);
+  MLP f(2, 8);
+  f->to(torch::kDouble);
+  auto z0 = torch::randn({4, 2}, torch::kDouble);
+  auto t = torch::tensor({0.0, 0.5, 1.2}, torch::kDouble);
+  auto grads = [&](Gradient g, bool keep) {
+    auto z = z0.clone().requires_grad_(true);
+    std::vector<torch::Tensor> inputs = f->parameters();
+    inputs.push_back(z);
+    auto o = anode::ODEBlockOptions()
+                 .method(Method::Dopri5)
+                 .rtol(1e-6)
+                 .atol(1e-8)
+                 .gradient(g)
+                 .keep_latest_graph(keep);
+    return grads_of(anode::odeint(f, z, t, o).pow(2).sum(), inputs);
+  };
+  EXPECT_LT(max_rel_err(grads(Gradient::Anode, true), grads(Gradient::Backprop, false)), 1e-12);
 }
