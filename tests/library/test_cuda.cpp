@@ -25,6 +25,7 @@
 
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -49,23 +50,14 @@ class Cuda : public ::testing::Test {
     // Initialise CUDA and its caching allocator first: the memory meter reads its statistics.
     (void)torch::zeros({1}, torch::device(torch::kCUDA));
     torch::manual_seed(0);
-    auto& ctx = at::globalContext();
-    saved_benchmark_ = ctx.benchmarkCuDNN();
-    saved_deterministic_ = ctx.deterministicCuDNN();
-    ctx.setBenchmarkCuDNN(false);
-    ctx.setDeterministicCuDNN(true);
-    restore_ = true;
+    deterministic_.emplace();
   }
-  void TearDown() override {
-    if (!restore_) return;
-    at::globalContext().setBenchmarkCuDNN(saved_benchmark_);
-    at::globalContext().setDeterministicCuDNN(saved_deterministic_);
-  }
+  void TearDown() override { deterministic_.reset(); }
 
   const torch::Device device{torch::kCUDA, 0};
 
  private:
-  bool restore_ = false, saved_benchmark_ = false, saved_deterministic_ = false;
+  std::optional<anode_test::DeterministicCudnn> deterministic_;
 };
 
 /// Two ODE blocks in sequence, each with a conv-BN-ReLU-dropout-conv right-hand side.

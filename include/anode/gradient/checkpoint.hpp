@@ -66,17 +66,12 @@ struct KeptGraph {
   torch::Tensor input;   // the leaf the graph starts from
   torch::Tensor output;  // its end, whose grad_fn chain holds the graph
 
-  void release() {
-    torch::Tensor in, out;
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      in = std::move(input);
-      out = std::move(output);
-    }  // the graph is freed here, outside the lock
-  }
   std::pair<torch::Tensor, torch::Tensor> take() {
     std::lock_guard<std::mutex> lock(mutex);
     return {std::move(input), std::move(output)};
+  }
+  void release() {
+    (void)take();  // the graph is freed here, outside the lock
   }
 };
 

@@ -63,6 +63,42 @@ bool all_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Ten
   return true;
 }
 
+/// What one odeint solve of `f` from `z0` gave: the gradients of the loss with respect to f's
+/// parameters and z0, and the solve's statistics. The loss is sum(z(t1)^2) for a lone solve and
+/// sum_i i * z(t_i)^2 for a trajectory (`t` defined).
+struct Solved {
+  std::vector<torch::Tensor> grads;
+  anode::SolveStats stats;
+};
+Solved solve(MLP& f, const torch::Tensor& z0, const anode::ODEBlockOptions& o,
+             const torch::Tensor& t = {}) {
+  auto z = z0.clone().requires_grad_(true);
+  auto stats = std::make_shared<anode::SolveStats>();
+  std::vector<torch::Tensor> inputs = f->parameters();
+  inputs.push_back(z);
+  torch::Tensor loss;
+  if (t.defined()) {
+    auto out = anode::odeint(f, z, t, o, stats);
+    auto w = torch::arange(1, out.size(0) + 1, out.options()).view({-1, 1, 1});
+    loss = (out * out * w).sum();
+  } else {
+    loss = anode::odeint(f, z, o, stats).pow(2).sum();
+  }
+  Solved r;
+  r.grads = grads_of(loss, inputs);
+  r.stats = *stats;
+  return r;
+}
+
+anode::ODEBlockOptions dopri5(Gradient g, bool keep) {
+  return anode::ODEBlockOptions()
+      .method(Method::Dopri5)
+      .rtol(1e-6)
+      .atol(1e-8)
+      .gradient(g)
+      .keep_latest_graph(keep);
+}
+
 class KeepLatest : public Seeded {};
 
 }  // namespace
@@ -90,24 +126,14 @@ TEST_F(KeepLatest, LoneSolveCostsWhatBackpropCosts) {
   MLP f(3, 16);
   f->to(torch::kDouble);
   auto z0 = torch::randn({8, 3}, torch::kDouble);
-  auto grads = [&](const anode::ODEBlockOptions& o, anode::SolveStats* s) {
-    auto z = z0.clone().requires_grad_(true);
-    auto stats = std::make_shared<anode::SolveStats>();
-    std::vector<torch::Tensor> inputs = f->parameters();
-    inputs.push_back(z);
-    auto g = grads_of(anode::odeint(f, z, o, stats).pow(2).sum(), inputs);
-    *s = *stats;
-    return g;
-  };
-  anode::SolveStats kept_stats, anode_stats, backprop_stats;
-  const auto kept = grads(opts(Method::RK4, 10, Gradient::Anode, true), &kept_stats);
-  const auto exact = grads(opts(Method::RK4, 10, Gradient::Backprop), &backprop_stats);
-  const auto recomputed = grads(opts(Method::RK4, 10, Gradient::Anode), &anode_stats);
-  EXPECT_TRUE(all_equal(kept, exact));
-  EXPECT_TRUE(all_equal(recomputed, exact));
-  EXPECT_EQ(kept_stats.forward_evaluations, 40);
-  EXPECT_EQ(kept_stats.backward_evaluations, 0);
-  EXPECT_EQ(anode_stats.backward_evaluations, 40);
+  const auto kept = solve(f, z0, opts(Method::RK4, 10, Gradient::Anode, true));
+  const auto exact = solve(f, z0, opts(Method::RK4, 10, Gradient::Backprop));
+  const auto recomputed = solve(f, z0, opts(Method::RK4, 10, Gradient::Anode));
+  EXPECT_TRUE(all_equal(kept.grads, exact.grads));
+  EXPECT_TRUE(all_equal(recomputed.grads, exact.grads));
+  EXPECT_EQ(kept.stats.forward_evaluations, 40);
+  EXPECT_EQ(kept.stats.backward_evaluations, 0);
+  EXPECT_EQ(recomputed.stats.backward_evaluations, 40);
 }
 
 TEST_F(KeepLatest, TrajectoryKeepsOnlyTheLastInterval) {
@@ -116,27 +142,15 @@ TEST_F(KeepLatest, TrajectoryKeepsOnlyTheLastInterval) {
   f->to(torch::kDouble);
   auto z0 = torch::randn({4, 2}, torch::kDouble);
   auto t = torch::tensor({0.0, 0.4, 0.7, 1.5}, torch::kDouble);
-  auto grads = [&](const anode::ODEBlockOptions& o, anode::SolveStats* s) {
-    auto z = z0.clone().requires_grad_(true);
-    auto stats = std::make_shared<anode::SolveStats>();
-    std::vector<torch::Tensor> inputs = f->parameters();
-    inputs.push_back(z);
-    auto out = anode::odeint(f, z, t, o, stats);
-    auto w = torch::arange(1, out.size(0) + 1, out.options()).view({-1, 1, 1});
-    auto g = grads_of((out * out * w).sum(), inputs);
-    *s = *stats;
-    return g;
-  };
-  anode::SolveStats kept_stats, unused;
-  const auto kept = grads(opts(Method::RK2, 5, Gradient::Anode, true), &kept_stats);
-  const auto exact = grads(opts(Method::RK2, 5, Gradient::Backprop), &unused);
+  const auto kept = solve(f, z0, opts(Method::RK2, 5, Gradient::Anode, true), t);
+  const auto exact = solve(f, z0, opts(Method::RK2, 5, Gradient::Backprop), t);
   // Each interval is its own autograd node, so the parameter gradients are summed over the
   // intervals in another order than Backprop's one graph sums them: equal to round-off (as plain
   // Anode's are), not bit for bit.
-  EXPECT_LT(max_rel_err(kept, exact), 1e-13);
+  EXPECT_LT(max_rel_err(kept.grads, exact.grads), 1e-13);
   // 3 intervals of 5 RK2 steps: the last interval's graph was kept, the first two recomputed.
-  EXPECT_EQ(kept_stats.forward_evaluations, 30);
-  EXPECT_EQ(kept_stats.backward_evaluations, 20);
+  EXPECT_EQ(kept.stats.forward_evaluations, 30);
+  EXPECT_EQ(kept.stats.backward_evaluations, 20);
 }
 
 TEST_F(KeepLatest, SecondBackwardThroughARetainedGraphRecomputes) {
@@ -251,33 +265,16 @@ TEST_F(KeepLatest, AdaptiveLoneSolveCostsWhatBackpropCosts) {
   MLP f(3, 16);
   f->to(torch::kDouble);
   auto z0 = torch::randn({8, 3}, torch::kDouble);
-  auto grads = [&](Gradient g, bool keep, anode::SolveStats* s) {
-    auto z = z0.clone().requires_grad_(true);
-    auto stats = std::make_shared<anode::SolveStats>();
-    std::vector<torch::Tensor> inputs = f->parameters();
-    inputs.push_back(z);
-    auto o = anode::ODEBlockOptions()
-                 .method(Method::Dopri5)
-                 .rtol(1e-6)
-                 .atol(1e-8)
-                 .t1(2.0)
-                 .gradient(g)
-                 .keep_latest_graph(keep);
-    auto out = grads_of(anode::odeint(f, z, o, stats).pow(2).sum(), inputs);
-    *s = *stats;
-    return out;
-  };
-  anode::SolveStats kept_stats, exact_stats, anode_stats;
-  const auto kept = grads(Gradient::Anode, true, &kept_stats);
-  const auto exact = grads(Gradient::Backprop, false, &exact_stats);
-  const auto recomputed = grads(Gradient::Anode, false, &anode_stats);
-  EXPECT_TRUE(all_equal(kept, exact));
-  EXPECT_LT(max_rel_err(recomputed, exact), 1e-12);
-  EXPECT_EQ(kept_stats.forward_evaluations, exact_stats.forward_evaluations);
-  EXPECT_EQ(kept_stats.accepted_steps, exact_stats.accepted_steps);
-  EXPECT_GT(kept_stats.accepted_steps, 2);
-  EXPECT_EQ(kept_stats.backward_evaluations, 0);
-  EXPECT_GT(anode_stats.backward_evaluations, 0);
+  const auto kept = solve(f, z0, dopri5(Gradient::Anode, true).t1(2.0));
+  const auto exact = solve(f, z0, dopri5(Gradient::Backprop, false).t1(2.0));
+  const auto recomputed = solve(f, z0, dopri5(Gradient::Anode, false).t1(2.0));
+  EXPECT_TRUE(all_equal(kept.grads, exact.grads));
+  EXPECT_LT(max_rel_err(recomputed.grads, exact.grads), 1e-12);
+  EXPECT_EQ(kept.stats.forward_evaluations, exact.stats.forward_evaluations);
+  EXPECT_EQ(kept.stats.accepted_steps, exact.stats.accepted_steps);
+  EXPECT_GT(kept.stats.accepted_steps, 2);
+  EXPECT_EQ(kept.stats.backward_evaluations, 0);
+  EXPECT_GT(recomputed.stats.backward_evaluations, 0);
 }
 
 TEST_F(KeepLatest, AdaptiveTrajectoryRecomputesTheIntervalsAfterTheFirst) {
@@ -289,17 +286,37 @@ TEST_F(KeepLatest, AdaptiveTrajectoryRecomputesTheIntervalsAfterTheFirst) {
   f->to(torch::kDouble);
   auto z0 = torch::randn({4, 2}, torch::kDouble);
   auto t = torch::tensor({0.0, 0.5, 1.2}, torch::kDouble);
-  auto grads = [&](Gradient g, bool keep) {
-    auto z = z0.clone().requires_grad_(true);
-    std::vector<torch::Tensor> inputs = f->parameters();
-    inputs.push_back(z);
-    auto o = anode::ODEBlockOptions()
-                 .method(Method::Dopri5)
-                 .rtol(1e-6)
-                 .atol(1e-8)
-                 .gradient(g)
-                 .keep_latest_graph(keep);
-    return grads_of(anode::odeint(f, z, t, o).pow(2).sum(), inputs);
+  const auto kept = solve(f, z0, dopri5(Gradient::Anode, true), t);
+  const auto exact = solve(f, z0, dopri5(Gradient::Backprop, false), t);
+  const auto recomputed = solve(f, z0, dopri5(Gradient::Anode, false), t);
+  EXPECT_LT(max_rel_err(kept.grads, exact.grads), 1e-12);
+  // Every interval recomputed: as many backward evaluations as plain Anode's.
+  EXPECT_GT(kept.stats.backward_evaluations, 0);
+  EXPECT_EQ(kept.stats.backward_evaluations, recomputed.stats.backward_evaluations);
+}
+
+TEST_F(KeepLatest, TrainingLoopMatchesBackprop) {
+  // SGD with momentum over a few steps, dropout and BatchNorm in train(): each step's forward
+  // keeps the last block's graph, its backward uses it, and the next step starts clean.
+  auto x = torch::randn({2, 3, 5, 5}, torch::kDouble);
+  auto target = torch::randn({2, 3, 5, 5}, torch::kDouble);
+  auto train = [&](Chain& net) {
+    torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
+    torch::manual_seed(21);
+    std::vector<double> losses;
+    for (int i = 0; i < 3; ++i) {
+      opt.zero_grad();
+      auto loss = torch::mse_loss(net->forward(x), target);
+      loss.backward();
+      opt.step();
+      losses.push_back(loss.item<double>());
+    }
+    return losses;
   };
-  EXPECT_LT(max_rel_err(grads(Gradient::Anode, true), grads(Gradient::Backprop, false)), 1e-12);
+  auto ref = chain(opts(Method::RK2, 2, Gradient::Backprop));
+  auto kept = chain(opts(Method::RK2, 2, Gradient::Anode, true));
+  const auto lr = train(ref), lk = train(kept);
+  EXPECT_EQ(lk, lr);
+  EXPECT_LT(lk.back(), lk.front());
+  EXPECT_TRUE(same_state(*kept, *ref, 0.0));
 }
