@@ -13,6 +13,11 @@ optional=(clang-format-14)
 if [[ "${ANODE_SETUP_EXTRAS:-1}" == 1 ]]; then
   # CIFAR-10 converter (PIL, NumPy), benchmark report (matplotlib), Python peers (torch).
   packages+=(python3 python3-pil python3-numpy python3-matplotlib python3-torch)
+  # OpenBLAS (OpenMP build, so that torch::set_num_threads governs its threads too): Debian's
+  # LibTorch calls whichever libblas.so.3 the alternatives system selects, and without this that
+  # is the reference BLAS, 3 to 6 times slower on the small GEMMs of an MLP right-hand side
+  # (docs/bench_mlp.md measures both). Installing it makes it the system's libblas.so.3.
+  packages+=(libopenblas0-openmp)
 fi
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
