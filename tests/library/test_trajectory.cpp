@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <utility>
 
 using namespace anode_test;
 using anode::Gradient;
@@ -310,6 +311,41 @@ TEST(Stats, FixedStepCounts) {
     // Anode recomputes each interval once; Backprop evaluates nothing in backward.
     EXPECT_EQ(stats->backward_evaluations, g == Gradient::Anode ? 15 * 4 : 0)
         << anode::to_string(g);
+  }
+}
+
+// checkpoints(k) on a trajectory runs the binomial schedule within each output interval, the
+// outputs (stored anyway) serving as free checkpoints. The backward pass of an interval first
+// rebuilds its checkpoints (the forward plan up to its last store: the forward pass keeps none by
+// default), then runs the schedule's backward (its advances plus one taped re-run per step). The
+// evaluations are exactly that, summed over the intervals, and fewer than one binomial schedule
+// across all the solve's steps with the same k would take (what the wording describes),
+// for the same k states of memory.
+TEST(Stats, CheckpointedTrajectoryRecomputesWithinEachInterval) {
+  namespace sch = anode::schedule;
+  const auto backward_steps = [](int64_t n, int64_t k) {
+    const sch::Schedule s = sch::binomial_schedule(n, k);
+    int64_t rebuild = 0, pending = 0;
+    for (const auto& a : s.forward) {
+      if (a.kind == sch::ActionKind::Advance) pending += a.arg;
+      if (a.kind == sch::ActionKind::Store) rebuild += std::exchange(pending, 0);
+    }
+    return rebuild + sch::backward_advances(s) + n;
+  };
+  auto f = field(11);
+  auto z0 = torch::randn({2, 2}, kD);
+  auto t = times({0.0, 0.5, 1.0, 2.0, 4.0});  // step_size 0.125: 4, 4, 8 and 16 steps
+  const std::vector<int64_t> steps{4, 4, 8, 16};
+  const int64_t total = 32;
+  for (int64_t k : {1, 2, 3}) {
+    auto stats = std::make_shared<anode::SolveStats>();
+    auto o = opts(Method::RK4).step_size(0.125).checkpoints(k);
+    trajectory_loss(anode::odeint(f, z0, t, o, stats)).backward();
+    ASSERT_EQ(stats->accepted_steps, total);
+    int64_t per_interval = 0;
+    for (int64_t n : steps) per_interval += backward_steps(n, k);
+    EXPECT_EQ(stats->backward_evaluations, 4 * per_interval) << "k = " << k;
+    EXPECT_LT(per_interval, backward_steps(total, k)) << "k = " << k;
   }
 }
 
