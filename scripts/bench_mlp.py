@@ -16,8 +16,9 @@ the more of a step is per-operation overhead rather than arithmetic.
 
     ANODE_TORCHDIFFEQ_PATH=/work/peers/torchdiffeq /usr/bin/python3 scripts/bench_mlp.py
 
-Writes docs/results/bench_mlp.csv (every round) and docs/bench_mlp.md (the table, the machine and,
-appended, the analysis kept in docs/bench_mlp_notes.md). See benchmarks/python/README.md for
+Writes docs/results/bench_mlp.csv (every round), docs/bench_mlp.md (the tables, the machine and,
+appended, the analysis kept in docs/bench_mlp_notes.md) and docs/bench_mlp.png (RK2 by batch size;
+--plot-only CSV redraws it without measuring). See benchmarks/python/README.md for
 getting torchdiffeq without pip.
 """
 import argparse
