@@ -197,6 +197,8 @@ def main():
                    help="measure nothing: draw docs/bench_mlp.png from a bench_mlp.csv written "
                         "before")
     args = p.parse_args()
+    if args.rounds < 1 or args.repeats < 1:
+        p.error(f"--rounds {args.rounds} --repeats {args.repeats}: both must be at least 1")
     png = os.path.join(os.path.dirname(args.doc), "bench_mlp.png")
     if args.plot_only:
         if not os.path.exists(args.plot_only):
