@@ -72,6 +72,19 @@ def loaded_blas(binary, env):
     return "unknown"
 
 
+def round_ratios(sel, impl, ref):
+    """`impl`'s step time over `ref`'s in the same round, for each round of the rows `sel` (one
+    setting: the same BLAS, batch and method)."""
+    ratios = []
+    for x in sel:
+        if x["impl"] != impl or "step_ms" not in x:
+            continue
+        base = [y for y in sel if y["impl"] == ref and y["round"] == x["round"] and "step_ms" in y]
+        if base:
+            ratios.append(x["step_ms"] / base[0]["step_ms"])
+    return ratios
+
+
 def ratio_table(rows, keys, ref_of):
     """Markdown rows: per (key..., impl) the median step time over rounds and the median (and
     range) of the per-round ratios to the reference implementation of the same round."""
@@ -90,12 +103,7 @@ def ratio_table(rows, keys, ref_of):
                 impls.append(x["impl"])
         for impl in impls:
             mine = [x for x in sel if x["impl"] == impl and "step_ms" in x]
-            ratios = []
-            for x in mine:
-                base = [y for y in sel if y["impl"] == ref and y["round"] == x["round"]
-                        and "step_ms" in y]
-                if base:
-                    ratios.append(x["step_ms"] / base[0]["step_ms"])
+            ratios = round_ratios(sel, impl, ref)
             if not mine or not ratios:
                 continue
             ms = statistics.median(x["step_ms"] for x in mine)
@@ -129,14 +137,7 @@ def plot(rows, path):
         for impl, (label, color, marker) in styles.items():
             med, lo, hi, bs = [], [], [], []
             for b in batches:
-                ratios = []
-                for x in sel:
-                    if x["impl"] != impl or x["batch"] != b:
-                        continue
-                    base = [y for y in sel if y["impl"] == "torchdiffeq-rk2" and y["batch"] == b
-                            and y["round"] == x["round"]]
-                    if base:
-                        ratios.append(x["step_ms"] / base[0]["step_ms"])
+                ratios = round_ratios([x for x in sel if x["batch"] == b], impl, "torchdiffeq-rk2")
                 if ratios:
                     bs.append(b)
                     med.append(statistics.median(ratios))
