@@ -138,12 +138,12 @@ struct Outcome {
   torch::Tensor learned;        // the learned trajectory from z(0), [T, 2]
 };
 
+// --steps is for fixed-step methods, --rtol/--atol for adaptive ones: anode raises on an option the
+// method would ignore.
 anode::ODEBlockOptions solver_options(const Args& args) {
-  return anode::ODEBlockOptions()
-      .method(args.method)
-      .steps(args.steps)
-      .rtol(args.rtol)
-      .atol(args.atol);
+  auto options = anode::ODEBlockOptions().method(args.method);
+  if (anode::tableau(args.method).adaptive()) return options.rtol(args.rtol).atol(args.atol);
+  return options.steps(args.steps);
 }
 
 // The whole trajectory from z(0) with the current model, no graph: [T, 2] (z(0) first).

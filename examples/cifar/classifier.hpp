@@ -1,14 +1,12 @@
 #pragma once
-// The interface the training loop sees: an image classifier whose ODE blocks can be listed and
-// reconfigured. ResNetODE and SqNxtODE implement it, so one binary trains either.
-
-#include <anode/options.hpp>
+// The interface the training loop sees: an image classifier. ResNetODE, SqNxtODE and the paper's
+// networks implement it, so one binary trains any; their ODE blocks are found and reconfigured
+// with anode::ode_blocks(model).
 
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
 #include <cstdint>
-#include <functional>
 
 namespace cifar {
 
@@ -16,9 +14,6 @@ namespace cifar {
 class ClassifierImpl : public torch::nn::Module {
  public:
   virtual torch::Tensor forward(torch::Tensor x) = 0;
-  /// Calls `f` on the options of every ODE block, in forward order (e.g. to change the solver
-  /// between training and evaluation, or to inspect it).
-  virtual void for_each_ode_options(const std::function<void(anode::ODEBlockOptions&)>& f) = 0;
 
  protected:
   using torch::nn::Module::Module;

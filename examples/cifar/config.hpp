@@ -38,8 +38,8 @@ struct Config {
   std::string network = "resnet";               ///< --network (network_names())
   double width = 1.0;                           ///< --width X (channel multiplier)
   std::vector<int64_t> blocks;                  ///< --blocks a,b,c,d (empty: the network's default)
-  anode::Method method = anode::Method::Euler;  ///< --method euler|rk2|rk4
-  int64_t nt = 2;                               ///< --nt N (steps per ODE block)
+  anode::Method method = anode::Method::Euler;  ///< --method euler|rk2|rk4|bosh3|dopri5|tsit5
+  int64_t nt = 2;  ///< --nt N (steps per ODE block; fixed-step methods)
   anode::Gradient gradient = anode::Gradient::Anode;  ///< --gradient anode|backprop|adjoint
   int64_t checkpoints = 0;                            ///< --checkpoints K (binomial, Anode only)
   bool keep_forward_checkpoints = false;              ///< --keep-forward-checkpoints
@@ -70,10 +70,10 @@ struct Config {
     m.num_classes = layout(dataset).num_classes;
     m.width = width;
     m.blocks = blocks;
-    m.ode = anode::ODEBlockOptions()
-                .method(method)
-                .steps(nt)
-                .gradient(gradient)
+    m.ode = anode::ODEBlockOptions().method(method);
+    // An adaptive method chooses its own steps: --nt is for the fixed-step ones.
+    if (!anode::tableau(method).adaptive()) m.ode.steps(nt);
+    m.ode.gradient(gradient)
                 .checkpoints(checkpoints)
                 .keep_forward_checkpoints(keep_forward_checkpoints);
     return m;
@@ -152,7 +152,8 @@ inline void add_options(CLI::App& app, Config& c) {
           ""));
 
   app.option_defaults()->group("ODE solver");
-  add_parsed(app, "--method", c.method, anode::method_from_string, "euler | rk2 | rk4",
+  add_parsed(app, "--method", c.method, anode::method_from_string,
+             "euler | rk2 | rk4 (fixed steps, --nt) | bosh3 | dopri5 | tsit5 (adaptive)",
              anode::to_string(c.method));
   app.add_option("--nt", c.nt, "time steps per ODE block")->transform(IntegerAtLeast(1));
   add_parsed(app, "--gradient", c.gradient, anode::gradient_from_string,

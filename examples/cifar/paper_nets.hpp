@@ -72,10 +72,6 @@ class PaperNetImpl : public ClassifierImpl {
  public:
   using Block = anode::ODEBlock<ResNetRHSImpl>;
 
-  void for_each_ode_options(const std::function<void(anode::ODEBlockOptions&)>& f) override {
-    for (auto& b : ode_blocks_) f(b->options);
-  }
-
   /// Number of ODE blocks (the residual blocks of the discrete network).
   int64_t ode_block_count() const { return static_cast<int64_t>(ode_blocks_.size()); }
 

@@ -138,7 +138,6 @@ class ResNetODEImpl : public ClassifierImpl {
       const int64_t n_ode = std::max<int64_t>(1, options_.blocks()[s] - 1);
       for (int64_t i = 0; i < n_ode; ++i) {
         Block block(ResNetRHS(out), options_.ode());
-        ode_blocks_.push_back(block.ptr());
         odes->push_back(block);
       }
       blocks_.push_back(register_module(name + "_2", odes));
@@ -155,10 +154,6 @@ class ResNetODEImpl : public ClassifierImpl {
     return linear(out);
   }
 
-  void for_each_ode_options(const std::function<void(anode::ODEBlockOptions&)>& f) override {
-    for (auto& b : ode_blocks_) f(b->options);
-  }
-
   const ResNetODEOptions& options() const { return options_; }
 
   void pretty_print(std::ostream& os) const override {
@@ -173,7 +168,6 @@ class ResNetODEImpl : public ClassifierImpl {
  private:
   ResNetODEOptions options_;
   std::vector<torch::nn::Sequential> blocks_;  // layer1_1, layer1_2, ..., layer4_2
-  std::vector<std::shared_ptr<Block::Impl>> ode_blocks_;
 };
 TORCH_MODULE(ResNetODE);
 

@@ -166,7 +166,6 @@ class SqNxtODEImpl : public ClassifierImpl {
       const int64_t n_ode = std::max<int64_t>(1, options_.blocks()[s] - 1);
       for (int64_t i = 0; i < n_ode; ++i) {
         Block block(SqnxtRHS(ch(in)), options_.ode());
-        ode_blocks_.push_back(block.ptr());
         odes->push_back(block);
       }
       stages_.push_back(register_module(name + "_2", odes));
@@ -183,10 +182,6 @@ class SqNxtODEImpl : public ClassifierImpl {
     out = torch::relu(bn2(conv2(out)));
     out = out.mean({2, 3});  // the official avg_pool2d(out, 4) on a 32x32 input's 4x4 map
     return linear(out);
-  }
-
-  void for_each_ode_options(const std::function<void(anode::ODEBlockOptions&)>& f) override {
-    for (auto& b : ode_blocks_) f(b->options);
   }
 
   const SqNxtODEOptions& options() const { return options_; }
@@ -215,7 +210,6 @@ class SqNxtODEImpl : public ClassifierImpl {
 
   SqNxtODEOptions options_;
   std::vector<torch::nn::Sequential> stages_;
-  std::vector<std::shared_ptr<Block::Impl>> ode_blocks_;
 };
 TORCH_MODULE(SqNxtODE);
 

@@ -294,7 +294,7 @@ class Trainer {
         try {
           buffers_back();
           const auto ode = t.config_.model_spec().ode;
-          t.model_->for_each_ode_options([&ode](anode::ODEBlockOptions& o) { o = ode; });
+          for (auto& block : anode::ode_blocks(*t.model_)) block->options = ode;
           t.model_->zero_grad();
           t.model_->train();
         } catch (...) {
@@ -313,9 +313,8 @@ class Trainer {
       std::vector<std::pair<std::string, std::vector<torch::Tensor>>> grads;
       std::vector<double> losses;
       for (auto g : {anode::Gradient::Anode, anode::Gradient::Adjoint, anode::Gradient::Backprop}) {
-        model_->for_each_ode_options([g](anode::ODEBlockOptions& o) {
-          o.gradient(g).checkpoints(0).keep_forward_checkpoints(false);
-        });
+        const auto configured = config_.model_spec().ode;
+        for (auto& block : anode::ode_blocks(*model_)) block->options = configured.with_gradient(g);
         model_->zero_grad();
         auto loss = torch::nn::functional::cross_entropy(model_->forward(x), y);
         loss.backward();

@@ -13,6 +13,7 @@
 
 #include <anode/detail/buffers.hpp>
 #include <anode/detail/rng.hpp>
+#include <anode/ode_block.hpp>
 #include <anode/odeint.hpp>
 #include <anode/options.hpp>
 
@@ -22,6 +23,7 @@
 #include <limits>
 #include <ostream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace anode {
@@ -92,11 +94,8 @@ GradientCheck check_gradients_impl(Run&& run, const std::vector<torch::Tensor>& 
     w = torch::randn(y.sizes(), at::TensorOptions().dtype(y.scalar_type()).device(y.device()));
   }
   const std::vector<torch::Tensor> mine = gradients(options);
-  const std::vector<torch::Tensor> reference = gradients(ODEBlockOptions(options)
-                                                             .gradient(Gradient::Backprop)
-                                                             .checkpoints(0)
-                                                             .keep_forward_checkpoints(false)
-                                                             .memory_budget(0));
+  const std::vector<torch::Tensor> reference =
+      gradients(options.with_gradient(Gradient::Backprop));
   GradientCheck out;
   for (std::size_t i = 0; i < mine.size(); ++i) {
     const double e = relative_error(mine[i], reference[i]);
@@ -158,15 +157,20 @@ template <typename Func>
 GradientCheck check_gradients(const std::shared_ptr<Func>& module, const torch::Tensor& x,
                               const ODEBlockOptions& options, bool finite_differences = false,
                               int64_t fd_samples = 4) {
+  static_assert(!std::is_base_of_v<ODEBlockBase, Func>,
+                "anode::check_gradients: this overload takes a right-hand side and options; to "
+                "check an ODE block with its own options, call check_gradients(block, x)");
   auto run = [&module](const ODEBlockOptions& o, const torch::Tensor& z) {
     return odeint(module, z, o);
   };
+  TORCH_CHECK(module != nullptr && detail::as_module(module) != nullptr,
+              "anode::check_gradients: the right-hand-side module is null or empty");
   std::vector<torch::Tensor> params;
-  for (const auto& p : module->parameters()) {
+  for (const auto& p : detail::as_module(module)->parameters()) {
     if (p.requires_grad()) params.push_back(p);
   }
-  return detail::check_gradients_impl(run, params, module->buffers(), x, options,
-                                      finite_differences, fd_samples);
+  return detail::check_gradients_impl(run, params, detail::as_module(module)->buffers(), x,
+                                      options, finite_differences, fd_samples);
 }
 
 template <typename Func>
@@ -174,6 +178,13 @@ GradientCheck check_gradients(const torch::nn::ModuleHolder<Func>& module, const
                               const ODEBlockOptions& options, bool finite_differences = false,
                               int64_t fd_samples = 4) {
   return check_gradients(module.ptr(), x, options, finite_differences, fd_samples);
+}
+
+/// Checks an ODE block with its own options and right-hand side.
+template <typename Func>
+GradientCheck check_gradients(const ODEBlock<Func>& block, const torch::Tensor& x,
+                              bool finite_differences = false, int64_t fd_samples = 4) {
+  return check_gradients(block->func(), x, block->options, finite_differences, fd_samples);
 }
 
 /// Checks a callable right-hand side with the tensors it reads that need gradients (`params`, as

@@ -7,6 +7,7 @@
 #include <anode/stats.hpp>
 #include <anode/system.hpp>
 
+#include <torch/nn/modules/container/any.h>
 #include <torch/nn/pimpl.h>
 
 #include <memory>
@@ -57,6 +58,14 @@ torch::Tensor odeint(const torch::nn::ModuleHolder<Func>& module, const torch::T
   return solve(System::of_module(module.ptr()), x, options, detail::counter_for(std::move(stats)));
 }
 
+/// A type-erased module (`torch::nn::AnyModule`) as the right-hand side, called as `forward(x)`.
+inline torch::Tensor odeint(const torch::nn::AnyModule& module, const torch::Tensor& x,
+                            const ODEBlockOptions& options = {},
+                            std::shared_ptr<SolveStats> stats = nullptr) {
+  return solve(System::of_module(std::make_shared<torch::nn::AnyModule>(module)), x, options,
+               detail::counter_for(std::move(stats)));
+}
+
 /// The trajectory form: the solution at every output time of `t` (1-D, strictly increasing or
 /// decreasing, at least 2 finite entries), shape [t.size(0), z0.sizes()...] with out[0] == z0.
 /// Fixed-step methods divide each interval into `options.steps()` steps (or by `step_size`);
@@ -86,6 +95,13 @@ torch::Tensor odeint(const torch::nn::ModuleHolder<Func>& module, const torch::T
                      std::shared_ptr<SolveStats> stats = nullptr) {
   return solve_trajectory(System::of_module(module.ptr()), z0, t, options,
                           detail::counter_for(std::move(stats)));
+}
+
+inline torch::Tensor odeint(const torch::nn::AnyModule& module, const torch::Tensor& z0,
+                            const torch::Tensor& t, const ODEBlockOptions& options = {},
+                            std::shared_ptr<SolveStats> stats = nullptr) {
+  return solve_trajectory(System::of_module(std::make_shared<torch::nn::AnyModule>(module)), z0, t,
+                          options, detail::counter_for(std::move(stats)));
 }
 
 }  // namespace anode

@@ -117,6 +117,24 @@ struct ODEBlockOptions {
   std::shared_ptr<const ButcherTableau> tableau_;
 
  public:
+  /// These options with gradient `g`: when `g` is not `Gradient::Anode`, the options only Anode
+  /// accepts (checkpoints, keep_forward_checkpoints, memory_budget, keep_latest_graph,
+  /// generators) are reset to their defaults, so that the result validates. Used wherever the
+  /// same solve is run under another gradient mode (a Backprop reference, a gradient-gap study).
+  ODEBlockOptions with_gradient(Gradient g) const {
+    ODEBlockOptions o = *this;
+    o.gradient(g);
+    if (g != Gradient::Anode) {
+      const ODEBlockOptions d;
+      o.checkpoints(d.checkpoints())
+          .keep_forward_checkpoints(d.keep_forward_checkpoints())
+          .memory_budget(d.memory_budget())
+          .keep_latest_graph(d.keep_latest_graph())
+          .generators(d.generators());
+    }
+    return o;
+  }
+
   /// Throws a `c10::Error` naming the offending option and its value.
   void validate() const {
     TORCH_CHECK(steps_ >= 1, "anode: ODEBlockOptions::steps must be >= 1, got ", steps_);
@@ -186,6 +204,37 @@ struct ODEBlockOptions {
                 "checkpointing (checkpoints(k) with 1 <= k < steps, or a memory_budget), but "
                 "checkpoints is 0: the whole block trajectory is recomputed, nothing is kept "
                 "from forward");
+    // Options a configuration would silently ignore raise, as `checkpoints` does: a user who sets
+    // them expects them to act. The step count belongs to fixed-step methods, the tolerances to
+    // adaptive ones, the replayed generators to Anode's recompute (Backprop replays nothing, the
+    // adjoint evaluates f at other states than the forward's, where no replay can be right).
+    if (adaptive()) {
+      TORCH_CHECK(steps_ == 1, "anode: ODEBlockOptions::steps(", steps_,
+                  ") applies to fixed-step methods, but ", effective_tableau().name,
+                  " is adaptive and chooses its own steps; set steps(1) (the default) and control "
+                  "the accuracy with rtol/atol, or choose a fixed-step method");
+      TORCH_CHECK(step_size_ == 0.0, "anode: ODEBlockOptions::step_size(", step_size_,
+                  ") applies to fixed-step methods, but ", effective_tableau().name,
+                  " is adaptive and chooses its own steps; set step_size(0) (use first_step for "
+                  "the size of its first trial step)");
+    } else {
+      const ODEBlockOptions d;
+      const auto ignored = [&](bool changed, const char* name, double value) {
+        TORCH_CHECK(!changed, "anode: ODEBlockOptions::", name, "(", value,
+                    ") applies to adaptive methods, but ", effective_tableau().name,
+                    " is a fixed-step method; leave it at its default or choose an adaptive "
+                    "method (Bosh3, Dopri5, Tsit5)");
+      };
+      ignored(rtol_ != d.rtol_, "rtol", rtol_);
+      ignored(atol_ != d.atol_, "atol", atol_);
+      ignored(max_steps_ != d.max_steps_, "max_steps", static_cast<double>(max_steps_));
+      ignored(first_step_ != d.first_step_, "first_step", first_step_);
+    }
+    TORCH_CHECK(generators_.empty() || gradient_ == Gradient::Anode,
+                "anode: ODEBlockOptions::generators (", generators_.size(),
+                ") applies to Gradient::Anode only, whose recompute replays them, but gradient "
+                "is ",
+                to_string(gradient_), "; clear them (generators({})) or use Gradient::Anode");
     for (std::size_t i = 0; i < generators_.size(); ++i) {
       TORCH_CHECK(generators_[i].defined(), "anode: ODEBlockOptions::generators[", i,
                   "] is an undefined generator");

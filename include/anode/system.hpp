@@ -27,10 +27,12 @@ struct System {
 
   /// The system of a module: its forward, all its parameters and buffers, its train/eval mode.
   template <typename Func>
-  static System of_module(const std::shared_ptr<Func>& module) {
-    TORCH_CHECK(module != nullptr, "anode: the right-hand-side module is null");
+  static System of_module(const std::shared_ptr<Func>& func) {
+    TORCH_CHECK(func != nullptr, "anode: the right-hand-side module is null");
+    const std::shared_ptr<torch::nn::Module> module = detail::as_module(func);
+    TORCH_CHECK(module != nullptr, "anode: the right-hand-side AnyModule is empty");
     System s;
-    s.rhs = detail::module_rhs(module);
+    s.rhs = detail::module_rhs(func);
     s.parameters = module->parameters(/*recurse=*/true);
     s.buffers = module->buffers(/*recurse=*/true);
     // Any submodule in train() may update its buffers (e.g. BatchNorm under an eval() root).

@@ -4,6 +4,7 @@
 
 #include <anode/detail/autocast.hpp>
 
+#include <torch/nn/modules/container/any.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
@@ -19,19 +20,47 @@ using RHS = std::function<torch::Tensor(double, const torch::Tensor&)>;
 
 namespace detail {
 
+/// A tag no real `forward` accepts: a module whose `forward` is callable with it takes any
+/// arguments, i.e. its `forward` is a variadic template (`torch::nn::Sequential`, `AnyModule`).
+struct AnyArgumentProbe {};
+
+/// Whether `F::forward` is a variadic template that accepts any arguments. For such a module a
+/// `decltype` test of `forward(t, x)` is well-formed although the call fails at run time
+/// (Sequential passes both arguments to its first module), so it must be recognised first.
 template <typename F, typename = void>
-struct forward_takes_time : std::false_type {};
+struct forward_takes_anything : std::false_type {};
 template <typename F>
-struct forward_takes_time<F, std::void_t<decltype(std::declval<F&>().forward(
-                                 std::declval<double>(), std::declval<torch::Tensor>()))>>
+struct forward_takes_anything<
+    F, std::void_t<decltype(std::declval<F&>().forward(std::declval<AnyArgumentProbe>()))>>
     : std::true_type {};
 
 template <typename F, typename = void>
-struct forward_takes_state : std::false_type {};
+struct forward_takes_time_overload : std::false_type {};
 template <typename F>
-struct forward_takes_state<
+struct forward_takes_time_overload<
+    F, std::void_t<decltype(std::declval<F&>().forward(std::declval<double>(),
+                                                        std::declval<torch::Tensor>()))>>
+    : std::true_type {};
+
+template <typename F, typename = void>
+struct forward_takes_state_overload : std::false_type {};
+template <typename F>
+struct forward_takes_state_overload<
     F, std::void_t<decltype(std::declval<F&>().forward(std::declval<torch::Tensor>()))>>
     : std::true_type {};
+
+/// How a module right-hand side is called. A module with a time-taking `forward(double t, x)`
+/// is called with the time, also when it has a `forward(x)` overload as well (the time-dependent
+/// form is the more specific one); a module with only `forward(x)`, and a module whose `forward`
+/// is a variadic template (Sequential, AnyModule: one input, passed to their first module), is
+/// called with the state alone.
+template <typename F>
+struct forward_takes_time
+    : std::conjunction<std::negation<forward_takes_anything<F>>, forward_takes_time_overload<F>> {
+};
+template <typename F>
+struct forward_takes_state
+    : std::disjunction<forward_takes_anything<F>, forward_takes_state_overload<F>> {};
 
 template <typename F>
 struct is_module_holder : std::is_base_of<torch::detail::ModuleHolderIndicator, std::decay_t<F>> {};
@@ -46,26 +75,48 @@ template <typename F>
 constexpr bool is_state_callable_v = is_state_callable<F>::value;
 
 /// A plain callable right-hand side (not a module holder, whose operator() is not SFINAE-friendly
-/// and must not even be inspected: std::conjunction stops at the first false).
+/// and must not even be inspected, nor an `AnyModule`, whose `forward` takes anything: it is a
+/// module. std::conjunction stops at the first false).
 template <typename F>
 struct is_rhs_callable
     : std::conjunction<
           std::negation<is_module_holder<F>>,
+          std::negation<std::is_same<std::decay_t<F>, torch::nn::AnyModule>>,
           std::disjunction<is_time_callable<std::decay_t<F>>, is_state_callable<std::decay_t<F>>>> {
 };
 
-/// Wraps a module: calls `forward(t, x)` if it has one, else `forward(x)`. The shared_ptr keeps
-/// the module alive as long as any graph node that may call it in backward.
+/// Wraps a module: calls `forward(t, x)` if it has one, else `forward(x)` (see
+/// `forward_takes_time`). The shared_ptr keeps the module alive as long as any graph node that
+/// may call it in backward.
 template <typename Func>
 RHS module_rhs(std::shared_ptr<Func> f) {
   static_assert(
       forward_takes_time<Func>::value || forward_takes_state<Func>::value,
       "anode: the right-hand-side module must have `torch::Tensor forward(torch::Tensor x)` "
-      "or `torch::Tensor forward(double t, torch::Tensor x)`");
+      "or `torch::Tensor forward(double t, torch::Tensor x)`, or be a torch::nn::Sequential "
+      "or torch::nn::AnyModule of modules taking and returning one tensor");
   if constexpr (forward_takes_time<Func>::value) {
     return [f = std::move(f)](double t, const torch::Tensor& z) { return f->forward(t, z); };
+  } else if constexpr (forward_takes_anything<Func>::value) {
+    // Sequential's and AnyModule's forward return what they are asked for.
+    return [f = std::move(f)](double, const torch::Tensor& z) {
+      return f->template forward<torch::Tensor>(z);
+    };
   } else {
     return [f = std::move(f)](double, const torch::Tensor& z) { return f->forward(z); };
+  }
+}
+
+/// The module behind a right-hand side: the module itself, or the one an `AnyModule` holds (null
+/// when it is empty). Its parameters, buffers and training mode are the system's.
+template <typename Func>
+std::shared_ptr<torch::nn::Module> as_module(const std::shared_ptr<Func>& f) {
+  if constexpr (std::is_same_v<Func, torch::nn::AnyModule>) {
+    return f->is_empty() ? nullptr : f->ptr();
+  } else {
+    static_assert(std::is_base_of_v<torch::nn::Module, Func>,
+                  "anode: the right-hand side must be a torch::nn::Module (or an AnyModule)");
+    return f;
   }
 }
 

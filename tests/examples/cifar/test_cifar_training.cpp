@@ -169,9 +169,7 @@ TEST(CifarModels, PaperNetworksHaveTheirOdeBlocksAndShapes) {
   const std::pair<const char*, int> nets[] = {{"alexnet", 4}, {"resnet4", 4}, {"resnet10", 10}};
   for (const auto& [net, ode_blocks] : nets) {
     auto model = cifar::make_model(spec(net, 0.25, 100));
-    int n = 0;
-    model->for_each_ode_options([&](anode::ODEBlockOptions&) { ++n; });
-    EXPECT_EQ(n, ode_blocks) << net;
+    EXPECT_EQ(anode::ode_blocks(*model).size(), static_cast<std::size_t>(ode_blocks)) << net;
     auto y = model->forward(torch::randn({2, 3, 32, 32}));
     EXPECT_EQ(y.sizes(), (std::vector<int64_t>{2, 100})) << net;
     EXPECT_TRUE(torch::isfinite(y).all().item<bool>()) << net;
@@ -197,14 +195,11 @@ TEST(CifarModels, OutputShapesAtTinyWidth) {
 }
 
 TEST(CifarModels, OdeBlocksFollowTheOfficialLayout) {
-  int count = 0;
   auto resnet = cifar::make_model(spec("resnet", 0.25));
-  resnet->for_each_ode_options([&](anode::ODEBlockOptions&) { ++count; });
-  EXPECT_EQ(count, 4);  // one per stage for [2, 2, 2, 2]
-  count = 0;
+  EXPECT_EQ(anode::ode_blocks(*resnet).size(), 4u);  // one per stage for [2, 2, 2, 2]
   auto sqnxt = cifar::make_model(spec("sqnxt", 0.25));
-  sqnxt->for_each_ode_options([&](anode::ODEBlockOptions&) { ++count; });
-  EXPECT_EQ(count, 5 + 5 + 7 + 1);  // max(1, blocks - 1) per stage for [6, 6, 8, 1]
+  // max(1, blocks - 1) per stage for [6, 6, 8, 1]
+  EXPECT_EQ(anode::ode_blocks(*sqnxt).size(), std::size_t{5 + 5 + 7 + 1});
   // The ResNet right-hand side has no shortcut: two 3x3 convs and two BNs at the stage width.
   auto rhs = cifar::ResNetRHS(16);
   EXPECT_EQ(cifar::count_parameters(*rhs), 2 * 16 * 16 * 9 + 2 * 2 * 16);
@@ -222,14 +217,13 @@ TEST(CifarModels, SolverOptionsReachEveryBlock) {
               .steps(3)
               .gradient(anode::Gradient::Adjoint);
   auto model = cifar::make_model(s);
-  int n = 0;
-  model->for_each_ode_options([&](anode::ODEBlockOptions& o) {
-    EXPECT_EQ(o.method(), anode::Method::RK4);
-    EXPECT_EQ(o.steps(), 3);
-    EXPECT_EQ(o.gradient(), anode::Gradient::Adjoint);
-    ++n;
-  });
-  EXPECT_EQ(n, 4);
+  const auto blocks = anode::ode_blocks(*model);
+  for (const auto& block : blocks) {
+    EXPECT_EQ(block->options.method(), anode::Method::RK4);
+    EXPECT_EQ(block->options.steps(), 3);
+    EXPECT_EQ(block->options.gradient(), anode::Gradient::Adjoint);
+  }
+  EXPECT_EQ(blocks.size(), 4u);
 }
 
 // ANODE's gradient through the whole network equals plain backpropagation's, and the BatchNorm
@@ -356,9 +350,9 @@ TEST_F(CifarTraining, GradientGapComparesTheAdjointWithTheExactGradient) {
     }
   }
   EXPECT_TRUE(all_equal(snapshot(trainer.model()), before));  // weights and BN statistics
-  trainer.model().for_each_ode_options([](anode::ODEBlockOptions& o) {
-    EXPECT_EQ(o.gradient(), anode::Gradient::Adjoint);  // the configured solver is back
-  });
+  for (const auto& block : anode::ode_blocks(trainer.model())) {
+    EXPECT_EQ(block->options.gradient(), anode::Gradient::Adjoint);  // the configured solver
+  }
 }
 
 TEST_F(CifarTraining, SqueezeNextTrainsTwoSteps) {
