@@ -1,4 +1,4 @@
-// CUDA, where users train (issue 11): the exactness contract, the memory bounds and the absence of
+// CUDA, where users train: the exactness contract, the memory bounds and the absence of
 // host-device synchronisation hold on the device as they do on the CPU.
 //
 //  1. Anode == Backprop on CUDA in float64 and float32, BatchNorm and dropout in the right-hand
@@ -35,10 +35,6 @@ using anode::Gradient;
 using anode::Method;
 
 namespace {
-
-anode::ODEBlockOptions opts(Method m, int64_t steps, Gradient g = Gradient::Anode) {
-  return anode::ODEBlockOptions().method(m).steps(steps).gradient(g);
-}
 
 /// Skips without a CUDA device; seeds every generator (torch::manual_seed seeds the CUDA ones
 /// too) and makes cuDNN pick the same deterministic kernels in every run, so two runs of the same

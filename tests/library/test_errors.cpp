@@ -1,5 +1,5 @@
-// Bad input gets a clear error that names the option and the value, never a crash (issue 2,
-// item 7), and the library is usable right after every error.
+// Bad input gets a clear error that names the option and the value, never a crash, and
+// the library is usable right after every error.
 
 #include "support/testing.hpp"
 
@@ -22,10 +22,6 @@ const double kInf = std::numeric_limits<double>::infinity();
 const std::vector<Gradient>& all_gradients() {
   static const std::vector<Gradient> g{Gradient::Backprop, Gradient::Anode, Gradient::Adjoint};
   return g;
-}
-
-anode::ODEBlockOptions opts(Method m, int64_t steps, Gradient g = Gradient::Anode) {
-  return anode::ODEBlockOptions().method(m).steps(steps).gradient(g);
 }
 
 MLPBlock mlp_block(uint64_t seed, const anode::ODEBlockOptions& o) {

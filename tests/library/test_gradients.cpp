@@ -1,5 +1,5 @@
-// Gradient::Anode equals Gradient::Backprop to round-off (issue 2, item 1) and matches finite
-// differences (item 2).
+// Gradient::Anode equals Gradient::Backprop to round-off and matches finite
+// differences.
 
 #include "support/testing.hpp"
 

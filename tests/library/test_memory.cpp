@@ -1,4 +1,4 @@
-// Peak memory, measured by anode's counting CPU allocator (issue 2 item 6, issue 3 item 3):
+// Peak memory, measured by anode's counting CPU allocator:
 // Backprop grows with L * N_t; Anode grows with N_t by one block's trajectory and with L only by
 // the stored block inputs; binomial checkpointing is flat in N_t; inference stores nothing.
 
@@ -133,7 +133,7 @@ TEST_F(Memory, BinomialCheckpointsAreHeldForOneBlockAtATime) {
   EXPECT_LT(rebuilt4, kept4);
 }
 
-// memory_budget is a budget (issue 8): for every budget, from too small to plenty, the block's
+// memory_budget is a budget: for every budget, from too small to plenty, the block's
 // backward either stays within it or the forward raises an error naming the budget and the bytes
 // it needs. The cost of a step is measured, so it holds for a conv-BN-ReLU-conv RHS (about eight
 // states per RK2 step) as for an MLP (a few hidden layers).
@@ -197,3 +197,25 @@ TEST_F(Memory, BudgetHoldsForConvAndMlp) {
     EXPECT_GE(refused, 1) << rhs;
   }
 }
+
+TEST(PeakScopeContract, NestedScopeKeepsTheOuterPeak) {
+  anode::memory::install_cpu_meter();
+  anode::memory::PeakScope outer;
+  {
+    auto big = torch::empty({1 << 18});  // 1 MiB, freed before the inner scope opens
+  }
+  {
+    anode::memory::PeakScope inner;
+    auto small = torch::empty({1 << 10});
+    EXPECT_GE(inner.peak_bytes(), 4 << 10);
+    EXPECT_LT(inner.peak_bytes(), 1 << 20);
+  }
+  EXPECT_GE(outer.peak_bytes(), 1 << 20);
+}
+
+#if !defined(ANODE_WITH_CUDA)
+TEST(PeakScopeContract, CudaScopeInACpuBuildIsAnError) {
+  EXPECT_TRUE(throws_mentioning([] { anode::memory::PeakScope s(torch::Device(torch::kCUDA, 0)); },
+                                {"ANODE_WITH_CUDA"}));
+}
+#endif

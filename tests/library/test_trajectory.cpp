@@ -1,4 +1,4 @@
-// Trajectories and adaptive solvers (issue 9): odeint(f, z0, t) at many output times, fixed and
+// Trajectories and adaptive solvers: odeint(f, z0, t) at many output times, fixed and
 // adaptive methods, every gradient mode against Backprop through the same grid and against finite
 // differences, statistics counted exactly, and bad input.
 
@@ -16,7 +16,9 @@ namespace {
 
 const auto kD = torch::kDouble;
 
-anode::ODEBlockOptions opts(Method m, Gradient g = Gradient::Anode) {
+/// A method and a gradient mode: the step count (fixed-step methods) or the tolerances (adaptive
+/// ones) are set by each test.
+anode::ODEBlockOptions solver(Method m, Gradient g = Gradient::Anode) {
   return anode::ODEBlockOptions().method(m).gradient(g);
 }
 
@@ -87,7 +89,7 @@ TEST(Trajectory, ShapeFirstEntryAndAccuracyFixedAndAdaptive) {
                           {Method::Dopri5, 1e-7},
                           {Method::Tsit5, 1e-7},
                           {Method::Bosh3, 1e-6}}) {
-      auto o = opts(m).steps(40).rtol(1e-9).atol(1e-11);
+      auto o = anode_test::with_accuracy(solver(m), 40, 1e-9, 1e-11);
       auto out = anode::odeint(f, z0, t, o);
       ASSERT_EQ(out.sizes(), (std::vector<int64_t>{t.size(0), 2, 2}));
       EXPECT_TRUE(torch::equal(out[0], z0));
@@ -125,13 +127,13 @@ TEST(Trajectory, StepSizeGivesTheFewestEqualStepsNoLongerThanIt) {
   auto f = [](const torch::Tensor& z) { return -z; };
   // Intervals of 0.3 and 1.0 with h <= 0.25: 2 and 4 steps.
   anode::odeint(f, torch::ones({1}, kD), times({0.0, 0.3, 1.3}),
-                opts(Method::Euler, Gradient::Backprop).step_size(0.25), {}, stats);
+                solver(Method::Euler, Gradient::Backprop).step_size(0.25), {}, stats);
   EXPECT_EQ(stats->accepted_steps, 6);
   EXPECT_EQ(stats->forward_evaluations, 6);
   // A step size that divides an interval exactly is not rounded up to one more step.
   auto s2 = std::make_shared<anode::SolveStats>();
   anode::odeint(f, torch::ones({1}, kD), times({0.0, 0.3}),
-                opts(Method::Euler, Gradient::Backprop).step_size(0.1), {}, s2);
+                solver(Method::Euler, Gradient::Backprop).step_size(0.1), {}, s2);
   EXPECT_EQ(s2->accepted_steps, 3);
 }
 
@@ -143,7 +145,7 @@ TEST(Trajectory, ReusedStatsHoldTheLastSolveOnly) {
   auto f = [w](const torch::Tensor& z) { return -w * z; };
   for (int iteration = 0; iteration < 3; ++iteration) {
     auto out = anode::odeint(f, torch::ones({1}, kD), times({0.0, 0.5, 1.0}),
-                             opts(Method::RK2, Gradient::Anode).steps(3), {w}, stats);
+                             solver(Method::RK2, Gradient::Anode).steps(3), {w}, stats);
     EXPECT_EQ(stats->forward_evaluations, 2 * 2 * 3) << iteration;
     EXPECT_EQ(stats->backward_evaluations, 0) << iteration;
     out.sum().backward();
@@ -161,7 +163,7 @@ TEST(Adaptive, ErrorIsProportionalToTheTolerance) {
   for (auto m : {Method::Bosh3, Method::Dopri5, Method::Tsit5}) {
     std::vector<double> errors;
     for (double tol : {1e-4, 1e-6, 1e-8}) {
-      auto out = anode::odeint(f, z0, t, opts(m).rtol(tol).atol(tol));
+      auto out = anode::odeint(f, z0, t, solver(m).rtol(tol).atol(tol));
       const double err = (out[1] - rotation_exact(z0, 5.0)).abs().max().item<double>();
       errors.push_back(err);
       EXPECT_LT(err, 100 * tol) << anode::to_string(m) << " tol " << tol;
@@ -188,7 +190,7 @@ TEST_P(TrajectoryGradients, AnodeEqualsBackprop) {
   torch::manual_seed(3);
   auto z0 = torch::randn({4, 2}, kD);
   auto t = times({0.0, 0.2, 0.5, 0.55, 1.0, 1.6});
-  auto o = opts(c.method).steps(5).rtol(1e-6).atol(1e-8);
+  auto o = anode_test::with_accuracy(solver(c.method), 5, 1e-6, 1e-8);
   auto f1 = field(1), f2 = field(1);
   auto want = all_grads(f1, z0, t, anode::ODEBlockOptions(o).gradient(Gradient::Backprop));
   auto got = all_grads(f2, z0, t, anode::ODEBlockOptions(o).checkpoints(c.checkpoints));
@@ -226,7 +228,7 @@ TEST(TrajectoryGradients, MatchFiniteDifferences) {
         Case{Method::Dopri5, Gradient::Anode, 1e-5}, Case{Method::Dopri5, Gradient::Adjoint, 1e-5},
         Case{Method::RK4, Gradient::Adjoint, 1e-3}}) {
     auto f = field(5);
-    auto o = opts(c.m, c.g).steps(8).rtol(1e-11).atol(1e-13);
+    auto o = anode_test::with_accuracy(solver(c.m, c.g), 8, 1e-11, 1e-13);
     auto g = all_grads(f, z0, t, o);
     // d loss / d fc2.bias[0] and d loss / d z0[1][0], by central differences.
     torch::NoGradGuard no_grad;
@@ -260,8 +262,8 @@ TEST(TrajectoryGradients, AdjointApproachesBackprop) {
   auto f1 = field(7), f2 = field(7);
   double previous = 1.0;
   for (int64_t steps : {4, 16, 64}) {
-    auto want = all_grads(f1, z0, t, opts(Method::RK4, Gradient::Backprop).steps(steps));
-    auto got = all_grads(f2, z0, t, opts(Method::RK4, Gradient::Adjoint).steps(steps));
+    auto want = all_grads(f1, z0, t, solver(Method::RK4, Gradient::Backprop).steps(steps));
+    auto got = all_grads(f2, z0, t, solver(Method::RK4, Gradient::Adjoint).steps(steps));
     const double err = max_rel_err(got, want);
     EXPECT_LT(err, previous);
     previous = err;
@@ -269,8 +271,8 @@ TEST(TrajectoryGradients, AdjointApproachesBackprop) {
   EXPECT_LT(previous, 1e-6);
   // Adaptive adjoint at tight tolerances: close to the adaptive Backprop gradient.
   auto want =
-      all_grads(f1, z0, t, opts(Method::Dopri5, Gradient::Backprop).rtol(1e-10).atol(1e-12));
-  auto got = all_grads(f2, z0, t, opts(Method::Dopri5, Gradient::Adjoint).rtol(1e-10).atol(1e-12));
+      all_grads(f1, z0, t, solver(Method::Dopri5, Gradient::Backprop).rtol(1e-10).atol(1e-12));
+  auto got = all_grads(f2, z0, t, solver(Method::Dopri5, Gradient::Adjoint).rtol(1e-10).atol(1e-12));
   EXPECT_LT(max_rel_err(got, want), 1e-6);
 }
 
@@ -279,10 +281,10 @@ TEST(Adaptive, ODEBlockWithDopri5) {
   torch::manual_seed(8);
   auto x = torch::randn({5, 3}, kD);
   torch::manual_seed(9);
-  anode::ODEBlock<MLPImpl> a(MLP(3, 8), opts(Method::Dopri5).rtol(1e-6).atol(1e-8));
+  anode::ODEBlock<MLPImpl> a(MLP(3, 8), solver(Method::Dopri5).rtol(1e-6).atol(1e-8));
   torch::manual_seed(9);
   anode::ODEBlock<MLPImpl> b(MLP(3, 8),
-                             opts(Method::Dopri5, Gradient::Backprop).rtol(1e-6).atol(1e-8));
+                             solver(Method::Dopri5, Gradient::Backprop).rtol(1e-6).atol(1e-8));
   a->to(kD);
   b->to(kD);
   auto ga = grads_of(a->forward(x).pow(2).sum(), a->parameters());
@@ -302,7 +304,7 @@ TEST(Stats, FixedStepCounts) {
   auto t = times({0.0, 0.5, 1.0, 2.0});  // 3 intervals
   for (auto g : {Gradient::Backprop, Gradient::Anode}) {
     auto stats = std::make_shared<anode::SolveStats>();
-    auto out = anode::odeint(f1, z0, t, opts(Method::RK4, g).steps(5), stats);
+    auto out = anode::odeint(f1, z0, t, solver(Method::RK4, g).steps(5), stats);
     EXPECT_EQ(stats->accepted_steps, 15);
     EXPECT_EQ(stats->rejected_steps, 0);
     EXPECT_EQ(stats->forward_evaluations, 15 * 4);
@@ -339,7 +341,7 @@ TEST(Stats, CheckpointedTrajectoryRecomputesWithinEachInterval) {
   const int64_t total = 32;
   for (int64_t k : {1, 2, 3}) {
     auto stats = std::make_shared<anode::SolveStats>();
-    auto o = opts(Method::RK4).step_size(0.125).checkpoints(k);
+    auto o = solver(Method::RK4).step_size(0.125).checkpoints(k);
     trajectory_loss(anode::odeint(f, z0, t, o, stats)).backward();
     ASSERT_EQ(stats->accepted_steps, total);
     int64_t per_interval = 0;
@@ -355,7 +357,7 @@ TEST(Stats, AdaptiveCounts) {
   auto t = times({0.0, 0.5, 3.0});
   for (auto g : {Gradient::Backprop, Gradient::Anode}) {
     auto stats = std::make_shared<anode::SolveStats>();
-    auto out = anode::odeint(f1, z0, t, opts(Method::Dopri5, g).rtol(1e-8).atol(1e-10), stats);
+    auto out = anode::odeint(f1, z0, t, solver(Method::Dopri5, g).rtol(1e-8).atol(1e-10), stats);
     const auto trials = stats->accepted_steps + stats->rejected_steps;
     EXPECT_GE(stats->accepted_steps, 2);
     // FSAL: f(t0, z0), one more for the starting-step heuristic, 6 per trial step.
@@ -374,7 +376,7 @@ TEST(Stats, AdaptiveCounts) {
     return -z + 50.0 * std::exp(-200.0 * (t - 1.0) * (t - 1.0));
   };
   anode::odeint(pulse, torch::zeros({1}, kD), times({0.0, 2.0}),
-                opts(Method::Dopri5, Gradient::Backprop).rtol(1e-6).atol(1e-8).first_step(0.5), {},
+                solver(Method::Dopri5, Gradient::Backprop).rtol(1e-6).atol(1e-8).first_step(0.5), {},
                 stats);
   EXPECT_GT(stats->rejected_steps, 0);
   EXPECT_EQ(stats->forward_evaluations, 1 + 6 * (stats->accepted_steps + stats->rejected_steps));
@@ -401,7 +403,7 @@ TEST(TrajectoryErrors, BadOutputTimes) {
         Bad{times({0.0}), {"at least 2 entries", "got 1"}},
         Bad{torch::tensor(1.0, kD), {"1-D", "0-D"}}, Bad{torch::zeros({2, 2}, kD), {"1-D", "2-D"}},
         Bad{torch::tensor({0, 1}), {"floating", "Long"}}}) {
-    EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, b.t, opts(Method::RK4)); }, b.parts));
+    EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, b.t, solver(Method::RK4)); }, b.parts));
   }
 }
 
@@ -409,26 +411,26 @@ TEST(TrajectoryErrors, BadTolerancesAndLimits) {
   auto f = [](const torch::Tensor& z) { return -z; };
   auto z0 = torch::ones({2}, kD);
   auto t = times({0.0, 1.0});
-  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, t, opts(Method::Dopri5).rtol(0)); },
+  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, t, solver(Method::Dopri5).rtol(0)); },
                                 {"rtol", "> 0", "got 0"}));
-  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, t, opts(Method::Dopri5).atol(-1)); },
+  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, t, solver(Method::Dopri5).atol(-1)); },
                                 {"atol", "got -1"}));
-  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, t, opts(Method::RK4).step_size(-0.1)); },
+  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, t, solver(Method::RK4).step_size(-0.1)); },
                                 {"step_size", "got -0.1"}));
-  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, t, opts(Method::Dopri5).max_steps(0)); },
+  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, t, solver(Method::Dopri5).max_steps(0)); },
                                 {"max_steps", "got 0"}));
   // max_steps exceeded: says t reached and the steps taken.
   EXPECT_TRUE(throws_mentioning(
       [&] {
         anode::odeint(f, z0, times({0.0, 100.0}),
-                      opts(Method::Dopri5).rtol(1e-10).atol(1e-12).max_steps(20));
+                      solver(Method::Dopri5).rtol(1e-10).atol(1e-12).max_steps(20));
       },
       {"max_steps (20) exceeded at t = ", "accepted", "rejected"}));
   // A solution that blows up at t = 1: the step size underflows near it.
   auto blowup = [](const torch::Tensor& z) { return z * z; };
   EXPECT_TRUE(throws_mentioning(
       [&] {
-        anode::odeint(blowup, torch::ones({1}, kD), times({0.0, 2.0}), opts(Method::Dopri5));
+        anode::odeint(blowup, torch::ones({1}, kD), times({0.0, 2.0}), solver(Method::Dopri5));
       },
       {"step size underflowed at t = ", "(h = "}));
   // A NaN in the right-hand side: the error estimate is not finite, naming t.
@@ -437,7 +439,7 @@ TEST(TrajectoryErrors, BadTolerancesAndLimits) {
   };
   EXPECT_TRUE(throws_mentioning(
       [&] {
-        anode::odeint(nan_after, torch::ones({1}, kD), times({0.0, 1.0}), opts(Method::Dopri5));
+        anode::odeint(nan_after, torch::ones({1}, kD), times({0.0, 1.0}), solver(Method::Dopri5));
       },
       {"error estimate is not finite", "at t = "}));
 }
@@ -450,12 +452,12 @@ TEST(GradientCheck, ReportsExactnessAndFindsProblems) {
   auto f = field(13);
   auto x = torch::randn({3, 2}, kD);
   const auto before = f->parameters()[0].clone();
-  auto ok = anode::check_gradients(f, x, opts(Method::RK4).steps(6).checkpoints(2), true);
+  auto ok = anode::check_gradients(f, x, solver(Method::RK4).steps(6).checkpoints(2), true);
   EXPECT_LT(ok.max_rel_error_backprop, 1e-12) << ok;
   EXPECT_LT(ok.max_rel_error_fd, 1e-6) << ok;
   EXPECT_TRUE(torch::equal(f->parameters()[0], before));  // the module is left as it was
   // The Adjoint's gradient is not the discrete one: the check says by how much.
-  auto adj = anode::check_gradients(f, x, opts(Method::RK4, Gradient::Adjoint).steps(2));
+  auto adj = anode::check_gradients(f, x, solver(Method::RK4, Gradient::Adjoint).steps(2));
   EXPECT_GT(adj.max_rel_error_backprop, 1e-8) << adj;
   // A callable whose output changes between the forward pass and the recompute (a counter it
   // reads), with the recompute check off: the self-check shows the gradient is wrong.
@@ -466,10 +468,10 @@ TEST(GradientCheck, ReportsExactnessAndFindsProblems) {
     return torch::tanh(z.matmul(W)) * (1.0 + 1e-3 * *calls);
   };
   auto bad =
-      anode::check_gradients(drifting, x, opts(Method::RK2).steps(4).verify_recompute(false), {W});
+      anode::check_gradients(drifting, x, solver(Method::RK2).steps(4).verify_recompute(false), {W});
   EXPECT_GT(bad.max_rel_error_backprop, 1e-6) << bad;
   // Finite differences need float64.
   EXPECT_TRUE(throws_mentioning(
-      [&] { anode::check_gradients(drifting, x.to(torch::kFloat), opts(Method::RK2), {W}, true); },
+      [&] { anode::check_gradients(drifting, x.to(torch::kFloat), solver(Method::RK2), {W}, true); },
       {"float64"}));
 }

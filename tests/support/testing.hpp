@@ -170,6 +170,21 @@ inline const std::vector<anode::Method>& all_methods() {
   return m;
 }
 
+/// The options most tests vary: a fixed-step method, its step count and the gradient mode.
+inline anode::ODEBlockOptions opts(anode::Method m, int64_t steps,
+                                   anode::Gradient g = anode::Gradient::Anode) {
+  return anode::ODEBlockOptions().method(m).steps(steps).gradient(g);
+}
+
+/// `o` with `steps` when its method has fixed steps, or the tolerances when it is adaptive: the
+/// options raise when given one the method would ignore, so a test over both kinds sets each
+/// through this.
+inline anode::ODEBlockOptions with_accuracy(anode::ODEBlockOptions o, int64_t steps, double rtol,
+                                            double atol) {
+  if (o.adaptive()) return o.rtol(rtol).atol(atol);
+  return o.steps(steps);
+}
+
 /// The message of the error `f` throws (c10::Error without its backtrace); empty when `f` does not
 /// throw.
 template <typename F>

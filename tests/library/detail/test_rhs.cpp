@@ -14,12 +14,11 @@
 
 using anode::Gradient;
 using anode::Method;
-using anode_test::max_rel_err;
-using anode_test::throws_mentioning;
+using namespace anode_test;
 
 namespace {
 
-anode::ODEBlockOptions opts(Gradient g = Gradient::Anode) {
+anode::ODEBlockOptions rk4(Gradient g = Gradient::Anode) {
   return anode::ODEBlockOptions().method(Method::RK4).steps(3).gradient(g);
 }
 
@@ -85,10 +84,10 @@ TEST(ModuleRHS, SequentialInODEBlockMatchesTheHandWrittenField) {
   auto seq = tanh_mlp(3, 8);
   auto x = torch::randn({4, 3}, torch::kDouble).requires_grad_();
   for (auto g : {Gradient::Backprop, Gradient::Anode, Gradient::Adjoint}) {
-    anode::ODEBlock<torch::nn::SequentialImpl> block(seq, opts(g));
+    anode::ODEBlock<torch::nn::SequentialImpl> block(seq, rk4(g));
     auto y = block->forward(x);
     auto want = anode::odeint([&](const torch::Tensor& z) { return by_hand(seq, z); }, x,
-                              opts(Gradient::Backprop));
+                              rk4(Gradient::Backprop));
     EXPECT_TRUE(torch::allclose(y, want, 1e-13, 1e-13)) << g;
     auto got_g = gradients(y, x, seq->parameters());
     auto want_g = gradients(want, x, seq->parameters());
@@ -101,15 +100,15 @@ TEST(ModuleRHS, SequentialInOdeintSingleOutputAndTrajectory) {
   auto seq = tanh_mlp(2, 6);
   auto x = torch::randn({5, 2}, torch::kDouble).requires_grad_();
   auto t = torch::linspace(0.0, 1.0, 4, torch::kDouble);
-  auto ref = anode::odeint(seq, x, opts(Gradient::Backprop));
-  auto ref_traj = anode::odeint(seq, x, t, opts(Gradient::Backprop));
+  auto ref = anode::odeint(seq, x, rk4(Gradient::Backprop));
+  auto ref_traj = anode::odeint(seq, x, t, rk4(Gradient::Backprop));
   const auto want = gradients(ref, x, seq->parameters());
   const auto want_traj = gradients(ref_traj, x, seq->parameters());
   for (auto g : {Gradient::Anode, Gradient::Adjoint}) {
     const double tol = g == Gradient::Adjoint ? 1e-4 : 1e-12;
-    auto y = anode::odeint(seq, x, opts(g));                   // the holder
-    auto y_ptr = anode::odeint(seq.ptr(), x, opts(g));         // its shared_ptr
-    auto traj = anode::odeint(seq, x, t, opts(g));             // a trajectory
+    auto y = anode::odeint(seq, x, rk4(g));                   // the holder
+    auto y_ptr = anode::odeint(seq.ptr(), x, rk4(g));         // its shared_ptr
+    auto traj = anode::odeint(seq, x, t, rk4(g));             // a trajectory
     EXPECT_TRUE(torch::equal(y.detach(), ref.detach())) << g;  // the forward is the same solve
     EXPECT_TRUE(torch::equal(y_ptr.detach(), ref.detach())) << g;
     EXPECT_EQ(traj.sizes(), (std::vector<int64_t>{4, 5, 2}));
@@ -123,13 +122,13 @@ TEST(ModuleRHS, SequentialPassesCheckGradients) {
   torch::manual_seed(2);
   auto seq = tanh_mlp(3, 5);
   const auto x = torch::randn({3, 3}, torch::kDouble);
-  auto report = anode::check_gradients(seq, x, opts(), /*finite_differences=*/true);
+  auto report = anode::check_gradients(seq, x, rk4(), /*finite_differences=*/true);
   EXPECT_LT(report.max_rel_error_backprop, 1e-12) << report;
   EXPECT_LT(report.max_rel_error_fd, 1e-6) << report;
   // The block form checks the block's own options and right-hand side.
-  anode::ODEBlock<torch::nn::SequentialImpl> block(seq, opts().checkpoints(1));
+  anode::ODEBlock<torch::nn::SequentialImpl> block(seq, rk4().checkpoints(1));
   EXPECT_LT(anode::check_gradients(block, x).max_rel_error_backprop, 1e-12);
-  anode::ODEBlock<torch::nn::AnyModule> any_block(torch::nn::AnyModule(TanhMLP(3, 5)), opts());
+  anode::ODEBlock<torch::nn::AnyModule> any_block(torch::nn::AnyModule(TanhMLP(3, 5)), rk4());
   EXPECT_LT(anode::check_gradients(any_block, x).max_rel_error_backprop, 1e-12);
 }
 
@@ -140,13 +139,13 @@ TEST(ModuleRHS, AnyModuleInODEBlockAndOdeint) {
   TanhMLP seq(3, 4);
   torch::nn::AnyModule any(seq);
   auto x = torch::randn({2, 3}, torch::kDouble).requires_grad_();
-  anode::ODEBlock<torch::nn::AnyModule> block(any, opts());
+  anode::ODEBlock<torch::nn::AnyModule> block(any, rk4());
   EXPECT_EQ(block->parameters().size(), seq->parameters().size());
   EXPECT_EQ(block->named_parameters().find("func.l1.weight")->data_ptr(),
             seq->l1->weight.data_ptr());
-  auto ref = anode::odeint(seq, x, opts(Gradient::Backprop));
+  auto ref = anode::odeint(seq, x, rk4(Gradient::Backprop));
   auto y = block->forward(x);
-  auto y2 = anode::odeint(any, x, opts());
+  auto y2 = anode::odeint(any, x, rk4());
   EXPECT_TRUE(torch::equal(y.detach(), ref.detach()));
   EXPECT_TRUE(torch::equal(y2.detach(), ref.detach()));
   const auto want = gradients(ref, x, seq->parameters());
@@ -159,15 +158,15 @@ TEST(ModuleRHS, AnyModuleInODEBlockAndOdeint) {
   EXPECT_TRUE(torch::equal(copy->forward(x), y));
   // An empty AnyModule is refused with a message, not a crash.
   EXPECT_TRUE(throws_mentioning(
-      [] { anode::ODEBlock<torch::nn::AnyModule> b(torch::nn::AnyModule{}, opts()); }, {"empty"}));
-  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(torch::nn::AnyModule{}, x, opts()); },
+      [] { anode::ODEBlock<torch::nn::AnyModule> b(torch::nn::AnyModule{}, rk4()); }, {"empty"}));
+  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(torch::nn::AnyModule{}, x, rk4()); },
                                 {"empty"}));
 }
 
 // An empty Sequential says so (LibTorch's own message), rather than returning anything.
 TEST(ModuleRHS, EmptySequentialIsAnError) {
   torch::nn::Sequential empty;
-  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(empty, torch::randn({2, 2}), opts()); },
+  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(empty, torch::randn({2, 2}), rk4()); },
                                 {"empty Sequential"}));
 }
 
@@ -188,10 +187,10 @@ TEST(ModuleRHS, TimeDependentModuleThroughHolderAndSharedPtr) {
   torch::manual_seed(4);
   TimeOnly f;
   auto x = torch::randn({3, 3}, torch::kDouble).requires_grad_();
-  auto ref = anode::odeint(f, x, opts(Gradient::Backprop));
+  auto ref = anode::odeint(f, x, rk4(Gradient::Backprop));
   const auto want = gradients(ref, x, f->parameters());
   for (auto g : {Gradient::Anode, Gradient::Adjoint}) {
-    anode::ODEBlock<TimeOnlyImpl> block(f.ptr(), opts(g));
+    anode::ODEBlock<TimeOnlyImpl> block(f.ptr(), rk4(g));
     auto y = block->forward(x);
     EXPECT_TRUE(torch::equal(y.detach(), ref.detach())) << g;
     EXPECT_LT(max_rel_err(gradients(y, x, f->parameters()), want),
@@ -218,9 +217,9 @@ TEST(ODEBlockBase, OdeBlocksFindsAndConfiguresEveryBlock) {
   torch::manual_seed(5);
   torch::nn::Sequential model(
       torch::nn::Linear(3, 3),
-      anode::ODEBlock<torch::nn::SequentialImpl>(tanh_mlp(3, 4), opts()),
-      anode::ODEBlock<TimeOnlyImpl>(TimeOnly(), opts()),
-      anode::ODEBlock<torch::nn::LinearImpl>(torch::nn::Linear(3, 3), opts()));
+      anode::ODEBlock<torch::nn::SequentialImpl>(tanh_mlp(3, 4), rk4()),
+      anode::ODEBlock<TimeOnlyImpl>(TimeOnly(), rk4()),
+      anode::ODEBlock<torch::nn::LinearImpl>(torch::nn::Linear(3, 3), rk4()));
   model->to(torch::kDouble);
   auto blocks = anode::ode_blocks(model);
   ASSERT_EQ(blocks.size(), 3u);
@@ -235,4 +234,30 @@ TEST(ODEBlockBase, OdeBlocksFindsAndConfiguresEveryBlock) {
     EXPECT_EQ(&blocks[i]->module(), model->ptr(i + 1).get());  // in registration order
   }
   EXPECT_TRUE(anode::ode_blocks(torch::nn::Linear(2, 2)).empty());
+}
+
+// An RHS that writes into its input is an error in every mode.
+
+TEST(InPlace, RhsModifyingItsInputIsAnError) {
+  torch::manual_seed(2);
+  torch::nn::Linear lin(3, 3);
+  lin->to(torch::kDouble);
+  auto f = [lin](const torch::Tensor& z) mutable {
+    auto zz = z;
+    zz.add_(1);
+    return lin(zz);
+  };
+  for (auto g : {Gradient::Backprop, Gradient::Anode, Gradient::Adjoint}) {
+    for (bool x_grad : {false, true}) {
+      auto x = torch::randn({2, 3}, torch::kDouble);
+      auto xi = x_grad ? (x * 1).detach().requires_grad_(true) : x;
+      EXPECT_TRUE(throws_mentioning(
+          [&] {
+            auto y = anode::odeint(f, xi * 1, opts(Method::RK2, 2, g), lin->parameters());
+            y.sum().backward();
+          },
+          {"modified its input in place"}))
+          << anode::to_string(g) << " x_grad " << x_grad;
+    }
+  }
 }

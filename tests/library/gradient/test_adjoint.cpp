@@ -1,6 +1,6 @@
-// Gradient::Adjoint, the reverse-time (optimize-then-discretize) baseline (issue 2 item 4):
-// it converges to the exact gradient as N_t grows on a smooth RHS, and on a ReLU conv RHS its
-// error is orders of magnitude above Anode's round-off.
+// Gradient::Adjoint, the reverse-time (optimize-then-discretize) baseline: it converges to the
+// exact gradient as N_t grows on a smooth RHS, and on a ReLU conv RHS its error is orders of
+// magnitude above Anode's round-off.
 
 #include "support/testing.hpp"
 
@@ -99,4 +99,22 @@ TEST_F(Seeded, UnusedParameterGradientStaysUndefined) {
     EXPECT_FALSE(block->func()->unused.grad().defined()) << anode::to_string(g);
     EXPECT_TRUE(block->func()->fc->weight.grad().defined()) << anode::to_string(g);
   }
+}
+
+// The Adjoint of an RHS whose output has no graph (a constant field): the VJP is zero.
+TEST(AdjointEdges, RhsWithoutGraphHasZeroVjp) {
+  auto x = torch::randn({2, 3}, torch::kDouble).requires_grad_(true);
+  auto f = [](const torch::Tensor& z) { return torch::ones_like(z.detach()); };
+  auto y = anode::odeint(f, x, opts(Method::RK2, 3, Gradient::Adjoint));
+  y.sum().backward();
+  // z(t1) = z0 + t1: dL/dz0 is the incoming gradient.
+  EXPECT_TRUE(torch::allclose(x.grad(), torch::ones_like(x)));
+  // A field independent of z but not of a parameter.
+  auto b = torch::randn({3}, torch::kDouble).requires_grad_(true);
+  auto x2 = torch::randn({2, 3}, torch::kDouble).requires_grad_(true);
+  auto fb = [b](const torch::Tensor& z) { return (b * 1).expand_as(z).clone(); };
+  auto y2 = anode::odeint(fb, x2, opts(Method::Euler, 2, Gradient::Adjoint), {b});
+  y2.sum().backward();
+  EXPECT_TRUE(torch::allclose(b.grad(), torch::full({3}, 2.0, torch::kDouble)));
+  EXPECT_TRUE(torch::allclose(x2.grad(), torch::ones_like(x2)));
 }

@@ -1,4 +1,4 @@
-// Binomial checkpointing inside a block (issue 3): exact gradients for every k, the optimal number
+// Binomial checkpointing inside a block: exact gradients for every k, the optimal number
 // of recomputed steps, statistics and RNG replayed however often a step is re-run, and memory
 // flat in N_t for fixed k.
 

@@ -18,8 +18,9 @@ namespace {
 
 using ConvBlock = anode::ODEBlock<ConvRHSImpl>;
 
-anode::ODEBlockOptions opts(Method m, int64_t steps, Gradient g, bool keep = false) {
-  return anode::ODEBlockOptions().method(m).steps(steps).gradient(g).keep_latest_graph(keep);
+/// The options of a solve, with or without keep_latest_graph.
+anode::ODEBlockOptions latest(Method m, int64_t steps, Gradient g, bool keep = false) {
+  return opts(m, steps, g).keep_latest_graph(keep);
 }
 
 /// Three float64 conv-BN-ReLU-dropout-conv blocks in a row; the same seed gives the same weights.
@@ -106,8 +107,8 @@ class KeepLatest : public Seeded {};
 TEST_F(KeepLatest, ChainEqualsBackpropBitForBitAndOnlyTheLastBlockSkipsItsRecompute) {
   auto x = torch::randn({2, 3, 5, 5}, torch::kDouble);
   for (auto m : all_methods()) {
-    auto ref = chain(opts(m, 3, Gradient::Backprop));
-    auto kept = chain(opts(m, 3, Gradient::Anode, true));
+    auto ref = chain(latest(m, 3, Gradient::Backprop));
+    auto kept = chain(latest(m, 3, Gradient::Anode, true));
     EXPECT_TRUE(all_equal(pass(kept, x), pass(ref, x))) << anode::to_string(m);
     // Blocks 0 and 1 were released by the next block's forward and recomputed; block 2 kept its
     // graph until its backward.
@@ -126,9 +127,9 @@ TEST_F(KeepLatest, LoneSolveCostsWhatBackpropCosts) {
   MLP f(3, 16);
   f->to(torch::kDouble);
   auto z0 = torch::randn({8, 3}, torch::kDouble);
-  const auto kept = solve(f, z0, opts(Method::RK4, 10, Gradient::Anode, true));
-  const auto exact = solve(f, z0, opts(Method::RK4, 10, Gradient::Backprop));
-  const auto recomputed = solve(f, z0, opts(Method::RK4, 10, Gradient::Anode));
+  const auto kept = solve(f, z0, latest(Method::RK4, 10, Gradient::Anode, true));
+  const auto exact = solve(f, z0, latest(Method::RK4, 10, Gradient::Backprop));
+  const auto recomputed = solve(f, z0, latest(Method::RK4, 10, Gradient::Anode));
   EXPECT_TRUE(all_equal(kept.grads, exact.grads));
   EXPECT_TRUE(all_equal(recomputed.grads, exact.grads));
   EXPECT_EQ(kept.stats.forward_evaluations, 40);
@@ -142,8 +143,8 @@ TEST_F(KeepLatest, TrajectoryKeepsOnlyTheLastInterval) {
   f->to(torch::kDouble);
   auto z0 = torch::randn({4, 2}, torch::kDouble);
   auto t = torch::tensor({0.0, 0.4, 0.7, 1.5}, torch::kDouble);
-  const auto kept = solve(f, z0, opts(Method::RK2, 5, Gradient::Anode, true), t);
-  const auto exact = solve(f, z0, opts(Method::RK2, 5, Gradient::Backprop), t);
+  const auto kept = solve(f, z0, latest(Method::RK2, 5, Gradient::Anode, true), t);
+  const auto exact = solve(f, z0, latest(Method::RK2, 5, Gradient::Backprop), t);
   // Each interval is its own autograd node, so the parameter gradients are summed over the
   // intervals in another order than Backprop's one graph sums them: equal to round-off (as plain
   // Anode's are), not bit for bit.
@@ -165,8 +166,8 @@ TEST_F(KeepLatest, SecondBackwardThroughARetainedGraphRecomputes) {
     for (const auto& p : net->parameters()) out.push_back(p.grad());
     return out;
   };
-  auto ref = chain(opts(Method::RK2, 2, Gradient::Backprop), 0.0);
-  auto kept = chain(opts(Method::RK2, 2, Gradient::Anode, true), 0.0);
+  auto ref = chain(latest(Method::RK2, 2, Gradient::Backprop), 0.0);
+  auto kept = chain(latest(Method::RK2, 2, Gradient::Anode, true), 0.0);
   EXPECT_TRUE(all_equal(twice(kept), twice(ref)));
   // The last block used its kept graph once, then recomputed for the second backward.
   EXPECT_EQ(kept->blocks[2]->stats().backward_evaluations, 2 * 2);
@@ -176,8 +177,8 @@ TEST_F(KeepLatest, ForwardWithoutBackwardReleasesAtTheNextBlock) {
   // A forward pass whose graph is dropped (an evaluation with grad on, say) frees everything,
   // and a kept graph released by a later unrelated forward pass is simply recomputed.
   auto x = torch::randn({2, 3, 5, 5}, torch::kDouble);
-  auto ref = chain(opts(Method::RK2, 2, Gradient::Backprop), 0.0);
-  auto kept = chain(opts(Method::RK2, 2, Gradient::Anode, true), 0.0);
+  auto ref = chain(latest(Method::RK2, 2, Gradient::Backprop), 0.0);
+  auto kept = chain(latest(Method::RK2, 2, Gradient::Anode, true), 0.0);
   torch::manual_seed(9);
   auto xi = x.clone().requires_grad_(true);
   auto loss = kept->forward(xi).pow(2).sum();
@@ -196,7 +197,7 @@ TEST_F(KeepLatest, AClosuresUnlistedWeightIsStillAnError) {
   auto w = torch::randn({2, 2}, torch::kDouble).requires_grad_(true);
   auto f = [w](const torch::Tensor& z) { return torch::tanh(z).matmul(w); };
   auto z = torch::randn({3, 2}, torch::kDouble).requires_grad_(true);
-  auto out = anode::odeint(f, z, opts(Method::RK2, 3, Gradient::Anode, true));
+  auto out = anode::odeint(f, z, latest(Method::RK2, 3, Gradient::Anode, true));
   EXPECT_TRUE(throws_mentioning([&] { out.sum().backward(); },
                                 {"not a parameter of the solve", "Gradient::Anode"}));
 }
@@ -224,8 +225,8 @@ TEST_F(KeepLatest, CpuAutocastGivesBackpropsBits) {
     saved.apply();
     return grads_of(loss, inputs);
   };
-  const auto kept = grads(opts(Method::RK2, 4, Gradient::Anode, true));
-  const auto exact = grads(opts(Method::RK2, 4, Gradient::Backprop));
+  const auto kept = grads(latest(Method::RK2, 4, Gradient::Anode, true));
+  const auto exact = grads(latest(Method::RK2, 4, Gradient::Backprop));
   EXPECT_TRUE(all_equal(kept, exact));
 }
 
@@ -239,9 +240,9 @@ TEST_F(KeepLatest, MemoryStaysAtOneBlockGraph) {
     net->forward(x).sum().backward();
     return scope.peak_bytes();
   };
-  const auto backprop = peak(opts(Method::RK2, 8, Gradient::Backprop));
-  const auto anode_peak = peak(opts(Method::RK2, 8, Gradient::Anode));
-  const auto kept = peak(opts(Method::RK2, 8, Gradient::Anode, true));
+  const auto backprop = peak(latest(Method::RK2, 8, Gradient::Backprop));
+  const auto anode_peak = peak(latest(Method::RK2, 8, Gradient::Anode));
+  const auto kept = peak(latest(Method::RK2, 8, Gradient::Anode, true));
   // Anode: the 3 block inputs + one block's graph; kept: the same, at the end of the forward pass.
   EXPECT_LE(kept, anode_peak + anode_peak / 10) << kept << " vs " << anode_peak;
   EXPECT_LT(kept, backprop / 2) << kept << " vs " << backprop;
@@ -251,11 +252,11 @@ TEST_F(KeepLatest, OptionsItDoesNotCombineWithAreErrors) {
   auto z = torch::randn({2, 2}, torch::kDouble).requires_grad_(true);
   auto f = [](const torch::Tensor& x) { return -x; };
   EXPECT_TRUE(throws_mentioning(
-      [&] { (void)anode::odeint(f, z, opts(Method::RK2, 4, Gradient::Backprop, true)); },
+      [&] { (void)anode::odeint(f, z, latest(Method::RK2, 4, Gradient::Backprop, true)); },
       {"keep_latest_graph(true) applies to Gradient::Anode only"}));
   EXPECT_TRUE(throws_mentioning(
       [&] {
-        (void)anode::odeint(f, z, opts(Method::RK2, 4, Gradient::Anode, true).checkpoints(2));
+        (void)anode::odeint(f, z, latest(Method::RK2, 4, Gradient::Anode, true).checkpoints(2));
       },
       {"keep_latest_graph(true)", "checkpoints 2"}));
 }
@@ -313,8 +314,8 @@ TEST_F(KeepLatest, TrainingLoopMatchesBackprop) {
     }
     return losses;
   };
-  auto ref = chain(opts(Method::RK2, 2, Gradient::Backprop));
-  auto kept = chain(opts(Method::RK2, 2, Gradient::Anode, true));
+  auto ref = chain(latest(Method::RK2, 2, Gradient::Backprop));
+  auto kept = chain(latest(Method::RK2, 2, Gradient::Anode, true));
   const auto lr = train(ref), lk = train(kept);
   EXPECT_EQ(lk, lr);
   EXPECT_LT(lk.back(), lk.front());
