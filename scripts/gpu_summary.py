@@ -257,8 +257,8 @@ def cifar_section(work, runs):
         last[name] = (parts, ips, peak)
         rows.append([name, r.get("epoch", "?"), fmt(ips, 0), fmt(peak, 0),
                      r.get("train_loss", "")])
-    lines += ["  " + s for s in text_table(["run", "epoch", "train img/s", "peak MiB", "train loss"],
-                                      rows)]
+    lines += ["  " + s for s in text_table(["run", "epoch", "train img/s", "peak MiB",
+                                            "train loss"], rows)]
     for name, (parts, ips, peak) in sorted(last.items()):
         if not parts or parts[0] != "anode":
             continue
@@ -281,7 +281,8 @@ def cifar_section(work, runs):
 # The figures the CUDA tests print (gradient errors, bytes of memory): not results, so not in the
 # JSON, but worth a line in the summary.
 PRINTED_FIGURES = re.compile(r"max rel\.|anode \d+ B|Backprop: L|k 4: N_t|Adjoint vs")
-GTEST_PROGRAMS = [("test_cuda", "test_cuda.json"), ("test_usage's Cuda tests", "test_usage_cuda.json")]
+GTEST_PROGRAMS = [("test_cuda", "test_cuda.json"),
+                  ("test_usage's Cuda tests", "test_usage_cuda.json")]
 
 
 def gtest_section(work, results):

@@ -278,6 +278,10 @@ class Findings:
     def __init__(self):
         self.targets, self.headline, self.misses = [], [], []
 
+    def ratio(self, what, ratio, target):
+        """A targets row: what, the ratio, the target's bound, met or **missed**."""
+        self.targets.append([what, f"{ratio:.2f}", target.bound(), target.verdict(ratio)])
+
 
 # ----------------------------------------------------------------------------- plots
 
@@ -340,22 +344,17 @@ def plot_scaling_memory(conv, modes, main_method, docs):
         fits.append((mode, c1, r1, c2, r2))
         model = (lambda L, n, c=c1: c[0] + c[1] * L * n) if mode == "backprop" else \
                 (lambda L, n, c=c2: c[0] + c[1] * L + c[2] * n)
-        s = sorted((p for p in pts if p["L"] == Lfix), key=lambda p: p["nt"])
-        if s:
-            x = [p["nt"] for p in s]
-            axes[0].plot(x, [p["peak_bytes"] / MIB for p in s], "o", color=COLORS.get(mode),
-                         label=mode)
-            xx = np.linspace(min(x), max(x), 50)
-            axes[0].plot(xx, [model(Lfix, v) / MIB for v in xx], "--", color=COLORS.get(mode),
-                         lw=1)
-        s = sorted((p for p in pts if p["nt"] == ntfix), key=lambda p: p["L"])
-        if s:
-            x = [p["L"] for p in s]
-            axes[1].plot(x, [p["peak_bytes"] / MIB for p in s], "o", color=COLORS.get(mode),
-                         label=mode)
-            xx = np.linspace(min(x), max(x), 50)
-            axes[1].plot(xx, [model(v, ntfix) / MIB for v in xx], "--",
-                         color=COLORS.get(mode), lw=1)
+        # Left: against N_t at L = Lfix; right: against L at N_t = ntfix.
+        for ax, fixed, value, vary, fit in [
+                (axes[0], "L", Lfix, "nt", lambda v, m=model: m(Lfix, v)),
+                (axes[1], "nt", ntfix, "L", lambda v, m=model: m(v, ntfix))]:
+            s = sorted((p for p in pts if p[fixed] == value), key=lambda p: p[vary])
+            if s:
+                x = [p[vary] for p in s]
+                ax.plot(x, [p["peak_bytes"] / MIB for p in s], "o", color=COLORS.get(mode),
+                        label=mode)
+                xx = np.linspace(min(x), max(x), 50)
+                ax.plot(xx, [fit(v) / MIB for v in xx], "--", color=COLORS.get(mode), lw=1)
     axes[0].set(xlabel="N_t (steps per block)", ylabel="peak tensor memory of a step [MiB]",
                 title=f"conv RHS, {main_method}, L = {Lfix}")
     axes[1].set(xlabel="L (ODE blocks)", ylabel="peak tensor memory of a step [MiB]",
@@ -380,7 +379,8 @@ def plot_scaling_time(srows_ok, modes, main_method, docs):
         Lp = min(r["L"] for r in pts) if rhs == "mlp" else sorted({r["L"] for r in pts})[
             len({r["L"] for r in pts}) // 2]
         for mode in modes:
-            s = sorted((p for p in pts if p["mode"] == mode and p["L"] == Lp), key=lambda p: p["nt"])
+            s = sorted((p for p in pts if p["mode"] == mode and p["L"] == Lp),
+                       key=lambda p: p["nt"])
             if s:
                 ax.plot([p["nt"] for p in s], [p["step_ms"] for p in s], "o-",
                         color=COLORS.get(mode), label=mode)
@@ -408,8 +408,8 @@ def memory_model_lines(conv, found):
         return []
     worst = max(mem_model, key=lambda t: t[1])
     target = ANODE_MEMORY_MODEL
-    found.targets.append(["Anode peak / (L inputs + one block's trajectory), worst on the grid",
-                          f"{worst[1]:.2f}", target.bound(), target.verdict(worst[1])])
+    found.ratio("Anode peak / (L inputs + one block's trajectory), worst on the grid", worst[1],
+                target)
     if target.missed(worst[1]):
         found.misses.append(f"Anode's memory model ratio reaches {worst[1]:.2f} at L = "
                             f"{worst[0]['L']}, N_t = {worst[0]['nt']}: peak "
@@ -532,8 +532,11 @@ def memory_fit_targets(fits, found):
 
 # ----------------------------------------------------------------------------- 2 and 4. gradients
 
-def gradient_method(grows):
-    return "RK2" if any(r["method"] == "RK2" for r in grows) else (grows[0]["method"] if grows else "")
+def shown_method(rows):
+    """The method a section shows: RK2 where the grid has it, else the first row's."""
+    if any(r["method"] == "RK2" for r in rows):
+        return "RK2"
+    return rows[0]["method"] if rows else ""
 
 
 def plot_gradient_errors(grows, rhss, gm, docs):
@@ -689,7 +692,7 @@ def plot_reverse(rrows, racts, scales, rm, docs):
 def reverse_section(rmeta, rrows, docs, found):
     """Section 3 and its plot: solving backwards in time does not give z0 back."""
     rrows = [r for r in rrows if r.get("status") == "ok"]
-    rm = "RK2" if any(r["method"] == "RK2" for r in rrows) else (rrows[0]["method"] if rrows else "")
+    rm = shown_method(rrows)
     racts = list(dict.fromkeys(r["rhs"] for r in rrows))
     scales = sorted({r["scale"] for r in rrows})
     plot_reverse(rrows, racts, scales, rm, docs)
@@ -715,8 +718,8 @@ def reverse_section(rmeta, rrows, docs, found):
         sec.append(f"{rm}, float32 (the float64 rows in the CSV are the same to 2 digits where "
                    "the error is above round-off: the error is the reverse solve's, not the "
                    "arithmetic's):\n")
-        sec.append(markdown_table(["RHS", "scale"] + [f"N_t={n}" for n in pick] + ["‖z(1)‖/‖z0‖"],
-                                  rows) + "\n")
+        sec.append(markdown_table(["RHS", "scale"] + [f"N_t={n}" for n in pick] +
+                                  ["‖z(1)‖/‖z0‖"], rows) + "\n")
         worst = max((r["rel_err"] for r in rrows if r["rhs"] in ("relu", "leaky")),
                     default=float("nan"))
         found.headline.append(["Reverse-time reconstruction error, ReLU/leaky conv (worst on the "
@@ -911,35 +914,37 @@ def explain_anode_time(peers, nt):
             "forward)")
 
 
+def step_ratio_targets(peers, found, num, den, what, target, explain):
+    """A target row per N_t for `num`'s step time over `den`'s (peers keys), and, where the
+    target is not met, explain(nt, ratio, num row, den row) among the misses."""
+    for nt in peers.nts:
+        a, b = peers.get(num, nt), peers.get(den, nt)
+        if a and b:
+            r = a["step_ms"] / b["step_ms"]
+            found.ratio(what.format(nt=nt), r, target)
+            if not target.met(r):
+                found.misses.append(explain(nt, r, a, b))
+
+
 def peers_targets(peers, times, found):
     """The targets measured on the peers network, in the order of the report's table."""
-    for nt in peers.nts:
-        b, an = peers.get("anode-cpp/backprop", nt), peers.get("anode-cpp/anode", nt)
-        if b and an:
-            r = an["step_ms"] / b["step_ms"]
-            found.targets.append([f"Anode / Backprop step time (peers network, N_t={nt})",
-                                  f"{r:.2f}", ANODE_VS_BACKPROP.bound(),
-                                  ANODE_VS_BACKPROP.verdict(r)])
-            if not ANODE_VS_BACKPROP.met(r):
-                found.misses.append(f"Anode/Backprop at N_t={nt} is {r:.2f}: "
-                                    f"{explain_anode_time(peers, nt)}.")
-    for nt in peers.nts:
-        an, off = peers.get("anode-cpp/anode", nt), peers.get("anode-official", nt)
-        if an and off:
-            r = an["step_ms"] / off["step_ms"]
-            found.targets.append([f"anode C++ / official Python ANODE step time (N_t={nt})",
-                                  f"{r:.2f}", CPP_VS_OFFICIAL_ANODE.bound(),
-                                  CPP_VS_OFFICIAL_ANODE.verdict(r)])
-            if not CPP_VS_OFFICIAL_ANODE.met(r):
-                found.misses.append(
-                    f"anode C++ vs official ANODE at N_t={nt}: {r:.2f} (C++ fwd "
-                    f"{fmt(an['fwd_ms'], 0)} / bwd {fmt(an['bwd_ms'], 0)} ms; Python fwd "
-                    f"{fmt(off['fwd_ms'], 0)} / bwd {fmt(off['bwd_ms'], 0)} ms). Both run the "
-                    "same LibTorch kernels (same build, same threads), and with this conv RHS "
-                    "the kernels are nearly all of the step, so the interpreter overhead C++ "
-                    "removes is small; the gap comes from the backward pass, where the official "
-                    "code calls autograd.grad twice (for z0, then again for θ, retain_graph): "
-                    + (profile_note(times) or "see the profile table in section 5") + ".")
+    step_ratio_targets(
+        peers, found, "anode-cpp/anode", "anode-cpp/backprop",
+        "Anode / Backprop step time (peers network, N_t={nt})", ANODE_VS_BACKPROP,
+        lambda nt, r, _an, _b: f"Anode/Backprop at N_t={nt} is {r:.2f}: "
+                               f"{explain_anode_time(peers, nt)}.")
+    step_ratio_targets(
+        peers, found, "anode-cpp/anode", "anode-official",
+        "anode C++ / official Python ANODE step time (N_t={nt})", CPP_VS_OFFICIAL_ANODE,
+        lambda nt, r, an, off: (
+            f"anode C++ vs official ANODE at N_t={nt}: {r:.2f} (C++ fwd "
+            f"{fmt(an['fwd_ms'], 0)} / bwd {fmt(an['bwd_ms'], 0)} ms; Python fwd "
+            f"{fmt(off['fwd_ms'], 0)} / bwd {fmt(off['bwd_ms'], 0)} ms). Both run the "
+            "same LibTorch kernels (same build, same threads), and with this conv RHS "
+            "the kernels are nearly all of the step, so the interpreter overhead C++ "
+            "removes is small; the gap comes from the backward pass, where the official "
+            "code calls autograd.grad twice (for z0, then again for θ, retain_graph): "
+            + (profile_note(times) or "see the profile table in section 5") + "."))
     mem_key, mem_name = peers.mem_key, peers.mem_name
     tda = peers.get("torchdiffeq-adjoint", 32)
     b32 = peers.get("anode-cpp/backprop", 32)
@@ -956,10 +961,9 @@ def peers_targets(peers, times, found):
                                     f"against torchdiffeq's adjoint {mib(tda[mem_key])} MiB.")
         if k4 and b32:
             r = k4["step_ms"] / b32["step_ms"]
-            target = BINOMIAL_K4_VS_BACKPROP
-            found.targets.append([f"Anode {kname} / Backprop step time, N_t=32", f"{r:.2f}",
-                                  target.bound(), target.verdict(r)])
-            if target.missed(r):
+            found.ratio(f"Anode {kname} / Backprop step time, N_t=32", r,
+                        BINOMIAL_K4_VS_BACKPROP)
+            if BINOMIAL_K4_VS_BACKPROP.missed(r):
                 why = (" Rebuilding the k checkpoints costs one more forward sweep per block "
                        "(about N_t steps without a graph); keep_forward_checkpoints(true) saves "
                        "it for O(L·k) instead of O(L)+O(k) stored states."
@@ -1061,7 +1065,7 @@ def plots_and_sections(a, data, docs):
     gmeta, grows = read_csv(os.path.join(data, "gradients.csv"))
     grows = ok(grows)
     rhss = list(dict.fromkeys(r["rhs"] for r in grows))
-    gm = gradient_method(grows)
+    gm = shown_method(grows)
     plot_gradient_errors(grows, rhss, gm, docs)
     plot_otd_dto(grows, rhss, gm, docs)
     sections[2] = gradient_accuracy_section(grows, gmeta, rhss, gm, found)
