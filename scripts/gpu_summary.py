@@ -299,15 +299,15 @@ def gtest_section(work, results):
                          "it crashed or was stopped before its end - see test_cuda.log")
             continue
         run = testlogs.read_gtest_json(path)
-        cases += run.cases
+        cases += [(label, c) for c in run.cases]
         read += 1
         lines.append(f"  {label}: ran {len(run.cases)} tests in {fmt(run.seconds, 1)} s")
     if read:
-        failed = [c for c in cases if c.outcome == testlogs.FAILED]
-        lines.append(f"  passed {sum(c.outcome == testlogs.PASSED for c in cases)}, "
-                     f"skipped {sum(c.outcome == testlogs.SKIPPED for c in cases)}, "
+        failed = [(label, c) for label, c in cases if c.outcome == testlogs.FAILED]
+        lines.append(f"  passed {sum(c.outcome == testlogs.PASSED for _l, c in cases)}, "
+                     f"skipped {sum(c.outcome == testlogs.SKIPPED for _l, c in cases)}, "
                      f"failed {len(failed)}")
-        lines += [f"  FAILED {c.name}: {c.message}" for c in failed]
+        lines += [f"  FAILED {label}: {c.name}: {c.message}" for label, c in failed]
     if os.path.isfile(log):
         with open(log, errors="replace") as f:
             printed = [ln for ln in f.read().splitlines() if PRINTED_FIGURES.search(ln)]

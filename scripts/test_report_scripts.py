@@ -198,7 +198,8 @@ class GpuSummaryTests(unittest.TestCase):
         self.assertIn("  test_cuda: ran 4 tests in 0.0 s", lines)
         self.assertIn("  test_usage's Cuda tests: ran 3 tests in 0.0 s", lines)
         self.assertIn("  passed 3, skipped 2, failed 2", lines)
-        self.assertTrue(any(ln.startswith("  FAILED Cuda.Fails: t.cpp:4") for ln in lines))
+        self.assertTrue(any(ln.startswith("  FAILED test_cuda: Cuda.Fails: t.cpp:4")
+                            for ln in lines))
         # The figures the tests print come from the console log.
         self.assertIn("    Adjoint vs Backprop on CUDA, RK2, N_t 2/8/32: 0.0023 0.00014", lines)
 
