@@ -25,11 +25,15 @@ import argparse
 import csv
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
+
+from anode_report import machine
+from anode_report.results import read_csv as read_results_csv
+from anode_report.tables import markdown_table
+from anode_report.targets import MLP_VS_TORCHDIFFEQ
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = "/usr/bin/python3"
@@ -62,14 +66,7 @@ def blas_env(env, name):
 
 def loaded_blas(binary, env):
     """Which libblas.so.3 the dynamic linker gives `binary` under `env`."""
-    try:
-        out = subprocess.run(["ldd", binary], capture_output=True, text=True, env=env).stdout
-        for line in out.splitlines():
-            if "libblas.so" in line:
-                return os.path.realpath(line.split("=>")[1].split("(")[0].strip())
-    except OSError:
-        pass
-    return "unknown"
+    return machine.loaded_library(binary, "libblas.so", env)
 
 
 def round_ratios(sel, impl, ref):
@@ -85,10 +82,11 @@ def round_ratios(sel, impl, ref):
     return ratios
 
 
-def ratio_table(rows, keys, ref_of):
-    """Markdown rows: per (key..., impl) the median step time over rounds and the median (and
-    range) of the per-round ratios to the reference implementation of the same round."""
-    lines = []
+def ratio_rows(rows, keys, ref_of):
+    """Table rows: per (key..., impl) the median step time over rounds, the median (and range)
+    of the per-round ratios to the reference implementation of the same round, and the RHS
+    evaluations forward / backward."""
+    out = []
     groups = []
     for row in rows:
         g = tuple(row[k] for k in keys)
@@ -109,14 +107,19 @@ def ratio_table(rows, keys, ref_of):
             ms = statistics.median(x["step_ms"] for x in mine)
             ev = f"{mine[-1].get('rhs_evals_fwd', '')} / {mine[-1].get('rhs_evals_bwd', '')}"
             ratio = f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
-            lines.append("| " + " | ".join(str(v) for v in g) + f" | {impl} | {ms:.2f} | {ratio} | "
-                         f"{ev} |")
-    return lines
+            out.append(list(g) + [impl, f"{ms:.2f}", ratio, ev])
+    return out
+
+
+RATIO_COLUMNS = ["implementation", "step (ms), median of rounds",
+                 "ratio to torchdiffeq (median of per-round ratios)",
+                 "RHS evaluations forward / backward"]
 
 
 def plot(rows, path):
     """docs/bench_mlp.png: RK2 step time relative to torchdiffeq against the batch size, one panel
-    per BLAS, with the issue's target (0.7) drawn in. Skipped with a message without matplotlib."""
+    per BLAS, with the target (MLP_VS_TORCHDIFFEQ, 0.7) drawn in. Skipped with a message without
+    matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -147,7 +150,8 @@ def plot(rows, path):
                 ax.plot(bs, med, marker=marker, color=color, label=label)
                 ax.fill_between(bs, lo, hi, color=color, alpha=0.15, linewidth=0)
         ax.axhline(1.0, color="k", linewidth=0.8)
-        ax.axhline(0.7, color="r", linestyle="--", linewidth=0.8, label="the issue's target, 0.7")
+        ax.axhline(MLP_VS_TORCHDIFFEQ.limit, color="r", linestyle="--", linewidth=0.8,
+                   label=f"the target, {MLP_VS_TORCHDIFFEQ.limit}")
         ax.set_xscale("log", base=2)
         ax.set_xticks(batches)
         ax.set_xticklabels([str(b) for b in batches])
@@ -164,20 +168,9 @@ def plot(rows, path):
 
 
 def read_csv(path):
-    """The rows a previous run wrote to bench_mlp.csv, numbers as numbers."""
-    rows = []
-    with open(path) as f:
-        for row in csv.DictReader(f):
-            for k in ("round", "batch", "rhs_evals_fwd", "rhs_evals_bwd", "threads"):
-                if row.get(k):
-                    row[k] = int(row[k])
-            for k in ("step_ms", "step_ms_q25", "step_ms_q75", "loss"):
-                if row.get(k):
-                    row[k] = float(row[k])
-                else:
-                    row.pop(k, None)
-            rows.append(row)
-    return rows
+    """The rows a previous run wrote to bench_mlp.csv, numbers as numbers and without the empty
+    cells, as a run holds them (a row that did not run has no "step_ms")."""
+    return [{k: v for k, v in row.items() if v != ""} for row in read_results_csv(path)[1]]
 
 
 def main():
@@ -261,14 +254,12 @@ def main():
     def ref_of(g):
         return "torchdiffeq-dopri5" if g.get("method") == "dopri5" else "torchdiffeq-rk2"
 
-    head = ("| step (ms), median of rounds | ratio to torchdiffeq (median of per-round ratios) | "
-            "RHS evaluations forward / backward |")
     parts = []
     for name in envs:
         main_rows = [x for x in rows if x["blas"] == name and x["batch"] == 256]
         parts.append(f"### Batch 256, {BLAS_NAMES[name]}\n\n"
-                     "| method | implementation " + head + "\n|---|---|---|---|---|\n"
-                     + "\n".join(ratio_table(main_rows, ["method"], ref_of)) + "\n")
+                     + markdown_table(["method"] + RATIO_COLUMNS,
+                                      ratio_rows(main_rows, ["method"], ref_of)) + "\n")
     if batches:
         for name in envs:
             reg = [x for x in rows if x["blas"] == name and x["method"] == "rk2"
@@ -276,16 +267,13 @@ def main():
                                      "anode-anode-latest", "torchdiffeq-rk2", "torch-rk2")]
             reg.sort(key=lambda x: x["batch"])
             parts.append(f"### RK2 by batch size, {BLAS_NAMES[name]}\n\n"
-                         "| batch | implementation " + head + "\n|---|---|---|---|---|\n"
-                         + "\n".join(ratio_table(reg, ["batch"], ref_of)) + "\n")
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = float("nan")
+                         + markdown_table(["batch"] + RATIO_COLUMNS,
+                                          ratio_rows(reg, ["batch"], ref_of)) + "\n")
+    load = machine.load_average()
     loaded = ", ".join(f"{n}: {loaded_blas(args.binary, e)}" for n, e in envs.items())
     summary = ("\n".join(parts) + "\n"
                f"{args.rounds} rounds × {args.repeats} timed steps per side and setting, one "
-               f"intra-op thread; {platform.processor() or platform.machine()}, "
+               f"intra-op thread; {machine.processor()}, "
                f"{os.cpu_count()} cores; BLAS loaded ({loaded}); load average at the end "
                f"{load:.2f}. torchdiffeq at {env['ANODE_TORCHDIFFEQ_PATH']} with Debian's torch "
                f"1.13 (the same LibTorch, and the same BLAS, as the C++ side). Wall time "

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue 11 ("CUDA, where users train"): on a machine with an NVIDIA GPU and a
+# The GPU check (CUDA, where users train): on a machine with an NVIDIA GPU and a
 # CUDA build of PyTorch, one command builds anode against the LibTorch inside the PyTorch wheel,
 # runs the CUDA tests and the benchmarks on the GPU, then the whole CTest suite, and writes the
 # results to one folder. It is made to finish within 10 minutes (one call on a lent GPU machine):
@@ -13,6 +13,7 @@
 #   configure    CMake, Ninja, Release, -DCMAKE_PREFIX_PATH=<torch.utils.cmake_prefix_path>
 #   build-first  test_cuda, test_usage, bench_peers, anode-cifar (all cores)
 #   test-cuda    tests/test_cuda and test_usage's Cuda tests on the GPU        -> test_cuda.log
+#                (results as GoogleTest JSON: gpu-check/tests/test_cuda.json, test_usage_cuda.json)
 #   peers        bench_peers --device cuda: the peers network (4 conv ODE blocks, 32 channels,
 #                batch 8, 32x32, RK2) at N_t 2/8/32 for backprop, anode, anode-k4, adjoint:
 #                step time and CUDA peak memory
@@ -22,6 +23,9 @@
 #                and Backprop, 2 short epochs each (the second, warm epoch's throughput counts)
 #   build-all    everything else (the other tests, the examples and benchmarks)
 #   ctest        the whole CTest suite, -j$(nproc), with the time left           -> ctest.log
+#                (results as JUnit: gpu-check/tests/ctest.xml; the tests it was to run:
+#                ctest_list.json; it stops itself 30 s before the stage's time is up, so that
+#                the JUnit file is written and the tests never started are named)
 #   peers-large  (only when named in ANODE_GPU_STAGES) the peers network at batch 128, 64 channels
 # After every stage scripts/gpu_summary.py rewrites summary.txt, peers.csv and cifar.csv and the
 # work folder is packed again, so a run stopped at its time limit still leaves its results.
@@ -127,8 +131,12 @@ stage_cuda_tests() {
     echo "test_cuda was not built (see build.log)"
     return 1
   }
-  "$tc" --gtest_color=no || rc=$?
-  if [[ -n "$tu" ]]; then "$tu" --gtest_color=no --gtest_filter='*Cuda*' || rc=$?; fi
+  mkdir -p "$work/tests"
+  "$tc" --gtest_color=no "--gtest_output=json:$work/tests/test_cuda.json" || rc=$?
+  if [[ -n "$tu" ]]; then
+    "$tu" --gtest_color=no --gtest_filter='*Cuda*' \
+      "--gtest_output=json:$work/tests/test_usage_cuda.json" || rc=$?
+  fi
   return "$rc"
 }
 
@@ -216,10 +224,20 @@ stage_cifar() {
 
 stage_ctest() {
   cd "$build"
-  # Many test processes at once: keep each one's intra-op threads few.
+  mkdir -p "$work/tests"
+  # What the run is to run (JSON), for the summary to name the tests a stopped run never started.
   # shellcheck disable=SC2086  # ctest_args is a list of words by design
+  ctest --show-only=json-v1 $ctest_args >"$work/tests/ctest_list.json" || true
+  # CTest writes its JUnit file only when it ends: it stops itself (--stop-time, a time of day)
+  # 30 s before `timeout` would kill it.
+  local stop=()
+  if [[ -n "${GPU_CHECK_STAGE_END:-}" ]] && ((GPU_CHECK_STAGE_END - 30 > $(now))); then
+    stop=(--stop-time "$(date -d "@$((GPU_CHECK_STAGE_END - 30))" +%H:%M:%S)")
+  fi
+  # Many test processes at once: keep each one's intra-op threads few.
+  # shellcheck disable=SC2086
   OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" ctest --output-on-failure -j "$jobs" --timeout 300 \
-    $ctest_args
+    --output-junit "$work/tests/ctest.xml" "${stop[@]}" $ctest_args
 }
 
 if [[ "${1:-}" == --stage ]]; then
@@ -239,7 +257,8 @@ for f in summary.txt progress.log build.log test_cuda.log ctest.log peers.csv ci
   details.tar.gz; do
   rm -f "${results:?}/$f"
 done
-rm -rf "$work"/peers/*.csv "$work"/grads "$work"/logs/*.log "$work/stages.tsv" "$work/header.txt"
+rm -rf "$work"/peers/*.csv "$work"/grads "$work"/logs/*.log "$work/stages.tsv" "$work/header.txt" \
+  "$work/tests"
 
 record() {  # stage status seconds note
   printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >>"$work/stages.tsv"
@@ -284,7 +303,8 @@ run_stage() {
   if declare -F "$1" >/dev/null; then cmd=(bash "$self" --stage "$@"); fi
   local start rc=0 status=ok
   start=$(now)
-  timeout --kill-after=15 "$secs" "${cmd[@]}" >>"$logfile" 2>&1 || rc=$?
+  GPU_CHECK_STAGE_END=$((start + secs)) timeout --kill-after=15 "$secs" "${cmd[@]}" \
+    >>"$logfile" 2>&1 || rc=$?
   if ((rc == 124 || rc == 137)); then
     status="timed out"
   elif ((rc != 0)); then

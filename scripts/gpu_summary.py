@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the results of scripts/gpu_check.sh: summary.txt, peers.csv and cifar.csv in the results
-folder, from what the stages left in the work folder so far. Idempotent, and called after every
-stage, so that a run stopped at its time limit still leaves a summary of what it did.
+folder, from what the stages left in the work folder so far (the tests' results are read from
+the JSON and JUnit files under <work>/tests/, not from their console logs). Idempotent, and called
+after every stage, so that a run stopped at its time limit still leaves a summary of what it did.
 
     python3 scripts/gpu_summary.py --work build-gpu/gpu-check --results gpu-results
 
@@ -18,24 +19,21 @@ import re
 import sys
 import traceback
 
-# The targets of issue 11 (and, for information, issue 3's binomial target from docs/benchmarks.md).
-ANODE_VS_BACKPROP = 1.35   # Anode step time <= 1.35x Backprop's
-CPP_VS_TORCHDIFFEQ = 1.05  # anode's Backprop step time within 1.05x of torchdiffeq's odeint
-K4_VS_BACKPROP = 1.8       # Anode with 4 checkpoints, N_t = 32 (issue 3, CPU report)
-MIB = 1024.0 * 1024.0
+from anode_report import testlogs
+from anode_report.results import read_csv
+from anode_report.tables import MIB, fmt, text_table
+from anode_report.targets import ANODE_VS_BACKPROP, BINOMIAL_K4_VS_BACKPROP, CPP_VS_TORCHDIFFEQ
 
 
 def read_rows(path):
-    """(metadata dict, rows) of a CSV whose '# key=value' lines precede the header."""
-    meta, lines = {}, []
-    with open(path) as f:
-        for line in f:
-            if line.startswith("#"):
-                k, _, v = line[1:].strip().partition("=")
-                meta.setdefault(k.strip(), v.strip())
-            elif line.strip():
-                lines.append(line)
-    return meta, list(csv.DictReader(lines))
+    """(metadata, rows) of a results CSV, the cells as the file has them: peers.csv and cifar.csv
+    copy them through unchanged."""
+    return read_csv(path, numbers=False)
+
+
+def target_row(what, ratio, target):
+    """A row of the summary's targets table: what, the ratio, the bound, met or MISSED."""
+    return [what, f"{ratio:.2f}", target.bound(ascii_only=True), target.verdict(ratio, "MISSED")]
 
 
 def num(v):
@@ -44,19 +42,6 @@ def num(v):
     except (TypeError, ValueError):
         return None
     return None if math.isnan(x) else x
-
-
-def fmt(v, digits=2):
-    return "n/a" if v is None else f"{v:.{digits}f}"
-
-
-def table(header, rows):
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)] if rows else \
-        [len(h) for h in header]
-    out = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
-    out.append("  ".join("-" * w for w in widths))
-    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    return out
 
 
 # ----------------------------------------------------------------------------- peers
@@ -159,7 +144,7 @@ def peers_section(work, rows, config):
             cells.append(fmt(v, 2) + ratio)
         trows.append(cells)
     lines.append("step time, median ms (x Backprop's):")
-    lines += ["  " + s for s in table(["N_t"] + [label for _k, label in cols], trows)]
+    lines += ["  " + s for s in text_table(["N_t"] + [label for _k, label in cols], trows)]
     mrows = []
     for nt in nts:
         cells = [str(nt)]
@@ -170,7 +155,7 @@ def peers_section(work, rows, config):
         mrows.append(cells)
     lines.append("peak tensor memory of a step, MiB (CUDA: the caching allocator's; CPU: anode's "
                  "meter, none in Python):")
-    lines += ["  " + s for s in table(["N_t"] + [label for _k, label in cols], mrows)]
+    lines += ["  " + s for s in text_table(["N_t"] + [label for _k, label in cols], mrows)]
     if errors:
         lines.append("rows that did not run:")
         lines += errors
@@ -179,20 +164,17 @@ def peers_section(work, rows, config):
         b, a, td = ms("backprop", nt), ms("anode", nt), ms("torchdiffeq", nt)
         if b and a:
             r = a / b
-            targets.append([f"Anode / Backprop step time, peers {config}, N_t={nt}", f"{r:.2f}",
-                            f"<= {ANODE_VS_BACKPROP}",
-                            "met" if r <= ANODE_VS_BACKPROP else "MISSED"])
+            targets.append(target_row(f"Anode / Backprop step time, peers {config}, N_t={nt}",
+                                      r, ANODE_VS_BACKPROP))
         if b and td:
             r = b / td
-            targets.append([f"anode Backprop / torchdiffeq odeint, peers {config}, N_t={nt}",
-                            f"{r:.2f}", f"<= {CPP_VS_TORCHDIFFEQ}",
-                            "met" if r <= CPP_VS_TORCHDIFFEQ else "MISSED"])
+            targets.append(target_row(f"anode Backprop / torchdiffeq odeint, peers {config}, "
+                                      f"N_t={nt}", r, CPP_VS_TORCHDIFFEQ))
     b32, k32 = ms("backprop", 32), ms("anode-k4", 32)
     if b32 and k32:
         r = k32 / b32
-        targets.append([f"Anode k4 / Backprop step time, peers {config}, N_t=32 (issue 3)",
-                        f"{r:.2f}", f"<= {K4_VS_BACKPROP}",
-                        "met" if r <= K4_VS_BACKPROP else "MISSED"])
+        targets.append(target_row(f"Anode k4 / Backprop step time, peers {config}, N_t=32 "
+                                  "(binomial checkpointing)", r, BINOMIAL_K4_VS_BACKPROP))
     # Gradients of the first step (float32), where both sides wrote them.
     gdir = os.path.join(work, "grads", config)
     pairs = [("anode-cpp_anode", "anode-cpp_backprop", "Anode vs Backprop (C++)"),
@@ -212,7 +194,7 @@ def peers_section(work, rows, config):
     if grows:
         lines.append("first-step gradients [dL/dx, dL/dtheta], float32, relative difference "
                      "(TF32 convolutions allowed, as PyTorch's default):")
-        lines += ["  " + s for s in table(["N_t", "pair", "||a-b||/||b||"], grows)]
+        lines += ["  " + s for s in text_table(["N_t", "pair", "||a-b||/||b||"], grows)]
     if cpp_meta:
         lines.append(f"C++: LibTorch {cpp_meta.get('libtorch', '?')}, CUDA "
                      f"{cpp_meta.get('cuda', '?')}, {cpp_meta.get('build', '?')}")
@@ -275,17 +257,16 @@ def cifar_section(work, runs):
         last[name] = (parts, ips, peak)
         rows.append([name, r.get("epoch", "?"), fmt(ips, 0), fmt(peak, 0),
                      r.get("train_loss", "")])
-    lines += ["  " + s for s in table(["run", "epoch", "train img/s", "peak MiB", "train loss"],
-                                      rows)]
+    lines += ["  " + s for s in text_table(["run", "epoch", "train img/s", "peak MiB",
+                                            "train loss"], rows)]
     for name, (parts, ips, peak) in sorted(last.items()):
         if not parts or parts[0] != "anode":
             continue
         twin = "_".join(["backprop"] + parts[1:])
         if twin in last and ips and last[twin][1]:
             r = last[twin][1] / ips  # step time ratio = inverse throughput ratio
-            targets.append([f"Anode / Backprop step time, CIFAR ResNet18-ODE {'_'.join(parts[1:])}",
-                            f"{r:.2f}", f"<= {ANODE_VS_BACKPROP}",
-                            "met" if r <= ANODE_VS_BACKPROP else "MISSED"])
+            targets.append(target_row("Anode / Backprop step time, CIFAR ResNet18-ODE "
+                                      f"{'_'.join(parts[1:])}", r, ANODE_VS_BACKPROP))
             if peak and last[twin][2]:
                 lines.append(f"  {'_'.join(parts[1:])}: Anode peak {peak:.0f} MiB vs Backprop "
                              f"{last[twin][2]:.0f} MiB ({peak / last[twin][2]:.2f}x)")
@@ -294,56 +275,77 @@ def cifar_section(work, runs):
 
 
 # ----------------------------------------------------------------------------- tests
+# scripts/gpu_check.sh has the test programs write their results as JSON (GoogleTest) and JUnit
+# (CTest) under <work>/tests/; the console logs stay in the results folder for people to read.
 
-def gtest_section(path):
+# The figures the CUDA tests print (gradient errors, bytes of memory): not results, so not in the
+# JSON, but worth a line in the summary.
+PRINTED_FIGURES = re.compile(r"max rel\.|anode \d+ B|Backprop: L|k 4: N_t|Adjoint vs")
+GTEST_PROGRAMS = [("test_cuda", "test_cuda.json"),
+                  ("test_usage's Cuda tests", "test_usage_cuda.json")]
+
+
+def gtest_section(work, results):
     lines = []
-    if not os.path.isfile(path):
+    log = os.path.join(results, "test_cuda.log")
+    found = [(label, os.path.join(work, "tests", name)) for label, name in GTEST_PROGRAMS]
+    if not os.path.isfile(log) and not any(os.path.isfile(p) for _l, p in found):
         return lines
-    with open(path, errors="replace") as f:
-        text = f.read()
     lines.append("== CUDA tests (test_cuda, and test_usage's Cuda tests) ==")
-    for m in re.finditer(r"^\[==========\] (\d+) tests? from .* ran\. \((\d+) ms total\)", text,
-                         re.M):
-        lines.append(f"  ran {m.group(1)} tests in {int(m.group(2)) / 1000:.1f} s")
-    passed = re.findall(r"^\[  PASSED  \] (\d+) tests?", text, re.M)
-    skipped = re.findall(r"^\[  SKIPPED \] (\d+) tests?", text, re.M)
-    failed = sorted({t.rstrip(",") for t in re.findall(r"^\[  FAILED  \] (\S+)", text, re.M)})
-    failed = [t for t in failed if re.match(r"^[A-Za-z_]", t)]
-    lines.append(f"  passed {sum(map(int, passed))}, skipped {sum(map(int, skipped))}, "
-                 f"failed {len(failed)}")
-    lines += [f"  FAILED {t}" for t in failed]
-    # The figures the tests print (gradient errors, memory).
-    printed = [ln for ln in text.splitlines()
-               if re.search(r"max rel\.|anode \d+ B|Backprop: L|k 4: N_t|Adjoint vs", ln)]
-    if printed:
-        lines.append("  printed by the tests:")
-        lines += ["    " + ln.strip() for ln in printed[:60]]
+    cases, read = [], 0
+    for label, path in found:
+        if not os.path.isfile(path):
+            lines.append(f"  {label}: no JSON result ({os.path.basename(path)}): not run, or "
+                         "it crashed or was stopped before its end - see test_cuda.log")
+            continue
+        run = testlogs.read_gtest_json(path)
+        cases += [(label, c) for c in run.cases]
+        read += 1
+        lines.append(f"  {label}: ran {len(run.cases)} tests in {fmt(run.seconds, 1)} s")
+    if read:
+        failed = [(label, c) for label, c in cases if c.outcome == testlogs.FAILED]
+        lines.append(f"  passed {sum(c.outcome == testlogs.PASSED for _l, c in cases)}, "
+                     f"skipped {sum(c.outcome == testlogs.SKIPPED for _l, c in cases)}, "
+                     f"failed {len(failed)}")
+        lines += [f"  FAILED {label}: {c.name}: {c.message}" for label, c in failed]
+    if os.path.isfile(log):
+        with open(log, errors="replace") as f:
+            printed = [ln for ln in f.read().splitlines() if PRINTED_FIGURES.search(ln)]
+        if printed:
+            lines.append("  printed by the tests:")
+            lines += ["    " + ln.strip() for ln in printed[:60]]
     lines.append("")
     return lines
 
 
-def ctest_section(path):
+def ctest_section(work, results):
     lines = []
-    if not os.path.isfile(path):
+    junit = os.path.join(work, "tests", "ctest.xml")
+    listed = os.path.join(work, "tests", "ctest_list.json")
+    if not os.path.isfile(os.path.join(results, "ctest.log")) and not os.path.isfile(junit):
         return lines
-    with open(path, errors="replace") as f:
-        text = f.read()
     lines.append("== CTest (the whole suite) ==")
-    m = re.search(r"^\d+% tests passed, \d+ tests? failed out of \d+", text, re.M)
-    lines.append("  " + (m.group(0) if m else "no final line: the suite did not finish "
-                         "(time limit?) - see ctest.log"))
-    started = len(re.findall(r"^\s*Start\s+\d+:", text, re.M))
-    done = re.findall(r"^\s*\d+/\d+ Test\s+#\d+: (.+?) [ .]*(\*{0,3}(?:Passed|Failed|Skipped|"
-                      r"Timeout|Not Run|Exception|SEGFAULT|Subprocess|Child|Interrupt|Illegal|"
-                      r"Bus|Numerical|Other)[^\n]*?)\s+[\d.]+ sec", text, re.M)
-    skipped = [n for n, s in done if "Skipped" in s]
-    bad = [(n, s) for n, s in done if not s.startswith("Passed") and "Skipped" not in s]
-    lines.append(f"  started {started}, finished {len(done)}, skipped {len(skipped)}, "
-                 f"not passed {len(bad)}")
-    lines += [f"  {s.strip('* ')}: {n}" for n, s in bad[:80]]
-    m = re.search(r"Total Test time \(real\) =\s+([\d.]+) sec", text)
-    if m:
-        lines.append(f"  total {m.group(1)} s")
+    wanted = testlogs.read_ctest_list(listed) if os.path.isfile(listed) else None
+    if not os.path.isfile(junit):
+        lines.append("  no JUnit result (ctest.xml): the suite did not finish (time limit?) - "
+                     "see ctest.log")
+        lines.append("")
+        return lines
+    run = testlogs.read_ctest_junit(junit)
+    of = f" of {len(wanted)}" if wanted is not None else ""
+    lines.append(f"  ran {len(run.cases)}{of}: passed {run.count(testlogs.PASSED)}, "
+                 f"failed {run.count(testlogs.FAILED)}, skipped {run.count(testlogs.SKIPPED)}, "
+                 f"not run {run.count(testlogs.NOT_RUN)}")
+    for c in run.with_outcome(testlogs.FAILED, testlogs.NOT_RUN)[:80]:
+        why = f" ({c.message})" if c.message else ""
+        lines.append(f"  {c.outcome}: {c.name}{why}, {fmt(c.seconds, 1)} s")
+    if wanted is not None:
+        ran = {c.name for c in run.cases}
+        never = [n for n in wanted if n not in ran]
+        if never:
+            lines.append(f"  not started before the stage's time ran out: {', '.join(never[:80])}")
+    if run.seconds is not None:
+        lines.append(f"  total {fmt(run.seconds, 0)} s")
     lines.append("")
     return lines
 
@@ -376,12 +378,11 @@ def main():
         with open(stages) as f:
             srows = [ln.rstrip("\n").split("\t") for ln in f if ln.strip()]
         out.append("== stages ==")
-        out += ["  " + s for s in table(["stage", "status", "seconds", "note"], srows)]
+        out += ["  " + s for s in text_table(["stage", "status", "seconds", "note"], srows)]
         out.append("")
     targets = []
-    for fn, arg in ((gtest_section, os.path.join(a.results, "test_cuda.log")),
-                    (ctest_section, os.path.join(a.results, "ctest.log"))):
-        got = part(fn, arg)
+    for fn in (gtest_section, ctest_section):
+        got = part(fn, a.work, a.results)
         if got:
             out += got
     rows = part(peers_rows, a.work) or []
@@ -397,12 +398,12 @@ def main():
     if got:
         out += got[0]
         targets += got[1]
-    out.append("== targets (issue 11) ==")
+    out.append("== targets ==")
     if any("DRY RUN" in line for line in out[:5]):
         out.append("  (DRY RUN on the CPU with tiny sizes: these figures check the pipeline, they "
                    "measure nothing)")
     if targets:
-        out += ["  " + s for s in table(["what", "measured", "target", ""], targets)]
+        out += ["  " + s for s in text_table(["what", "measured", "target", ""], targets)]
     else:
         out.append("  nothing measured yet")
     out.append("")

@@ -19,7 +19,6 @@ numbers, the protocol, per-run figures), docs/paper_table.png (test accuracy per
 per network) and each run's CSV log under docs/results/paper_table/<budget>/.
 """
 import argparse
-import csv
 import datetime
 import json
 import math
@@ -31,6 +30,10 @@ import statistics
 import subprocess
 import sys
 import time
+
+from anode_report.results import read_csv
+from anode_report.tables import duration as fmt_time
+from anode_report.tables import markdown_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -114,8 +117,7 @@ class Run:
         path = os.path.join(self.dir, "log.csv")
         if not os.path.exists(path):
             return []
-        with open(path) as f:
-            return [r for r in csv.DictReader(f)]
+        return read_csv(path, numbers=False)[1]
 
     def start(self):
         os.makedirs(self.dir, exist_ok=True)
@@ -129,11 +131,6 @@ class Run:
         # Own process group: the terminal's Ctrl-C reaches the driver, which forwards it once.
         self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-
-
-def fmt_time(s):
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def run_grid(args, runs):
@@ -238,8 +235,7 @@ def gradient_gaps(args, runs):
                                                                           "running-stats,"))]
             with open(cache, "w") as f:
                 f.write("\n".join(lines) + "\n")
-        with open(cache) as f:
-            rows = list(csv.DictReader(f))
+        rows = read_csv(cache, numbers=False)[1]
         for bn in ("batch-stats", "running-stats"):
             sel = [x for x in rows if x["batchnorm"] == bn and x["mode"] == "adjoint"]
             if sel:
@@ -303,22 +299,18 @@ def write_report(args, runs, grid_finished):
                 " (the grid is incomplete: run the same command again to continue it)") + ".\n")
     L.append("CIFAR-10 test accuracy (%) at the last epoch, min / max / avg over seeds "
              "(the paper's format). Paper: Gholami, Keutzer, Biros, IJCAI 2019, Table 1.\n")
-    L.append("| | " + " | ".join(TITLES[n] for n in NETWORKS) + " |")
-    L.append("|---|" + "---|" * len(NETWORKS))
-    for v in VARIANTS:
-        row = []
-        for n in NETWORKS:
-            rs = cells.get((v, n), [])
-            row.append(f"{mma([r['final'] for r in rs])} ({len(rs)} runs)")
-        L.append(f"| {TITLES[v]} (this run) | " + " | ".join(row) + " |")
-    for v in VARIANTS:
-        L.append(f"| {TITLES[v]} (paper) | " + " | ".join(
-            "{:.2f} / {:.2f} / {:.2f}".format(*PAPER[(v, n)]) for n in NETWORKS) + " |")
+    rows = [[f"{TITLES[v]} (this run)"] +
+            [f"{mma([r['final'] for r in cells.get((v, n), [])])} ({len(cells.get((v, n), []))} "
+             "runs)" for n in NETWORKS] for v in VARIANTS]
+    rows += [[f"{TITLES[v]} (paper)"] +
+             ["{:.2f} / {:.2f} / {:.2f}".format(*PAPER[(v, n)]) for n in NETWORKS]
+             for v in VARIANTS]
+    L.append(markdown_table([""] + [TITLES[n] for n in NETWORKS], rows))
     L.append("")
     L.append(f"![test accuracy per epoch]({os.path.basename(png)})\n")
     L.append("## Protocol\n")
     method = f"{args.method.upper() if args.method != 'euler' else 'Euler'}, N_t = {args.nt}"
-    L.append(f"- Networks: docs/paper_networks.md (widths: " + ", ".join(
+    L.append("- Networks: docs/paper_networks.md (widths: " + ", ".join(
         f"{TITLES[n]} {b['width'][n]}" for n in NETWORKS) + ").")
     L.append(f"- Baseline: one Euler step of size 1 per block (the residual block itself), "
              f"Gradient::Backprop. Neural ODE: Gradient::Adjoint; ANODE: Gradient::Anode; both "
@@ -337,15 +329,13 @@ def write_report(args, runs, grid_finished):
              + (f" --method {args.method}" if args.method != "euler" else "")
              + (f" --nt {args.nt}" if args.nt != 2 else "") + "`\n")
     L.append("## Every run\n")
-    L.append("| network | variant | seed | final test acc | best test acc | last train loss | "
-             "non-finite epochs | state | time |")
-    L.append("|---|---|---|---|---|---|---|---|---|")
-    for n in NETWORKS:
-        for v in VARIANTS:
-            for r in sorted(cells.get((v, n), []), key=lambda r: r["seed"]):
-                L.append(f"| {TITLES[n]} | {v} | {r['seed']} | {r['final']:.2f} | "
-                         f"{r['best']:.2f} | {r['final_loss']:.4f} | {r['nonfinite']} | "
-                         f"{r['state']} | {fmt_time(r['seconds'])} |")
+    L.append(markdown_table(
+        ["network", "variant", "seed", "final test acc", "best test acc", "last train loss",
+         "non-finite epochs", "state", "time"],
+        [[TITLES[n], v, r["seed"], f"{r['final']:.2f}", f"{r['best']:.2f}",
+          f"{r['final_loss']:.4f}", r["nonfinite"], r["state"], fmt_time(r["seconds"])]
+         for n in NETWORKS for v in VARIANTS
+         for r in sorted(cells.get((v, n), []), key=lambda r: r["seed"])]))
     L.append("")
     L.append(f"CSV logs: docs/results/paper_table/{args.budget + solver}/<network>_<variant>_seed<N>.csv "
              "(anode-cifar's log.csv: per epoch lr, train loss and accuracy, test loss and "
@@ -359,12 +349,11 @@ def write_report(args, runs, grid_finished):
                  "round-off), from the same weights and BatchNorm statistics. BatchNorm with batch "
                  "statistics (training mode, as in training) and with its running statistics "
                  "(an affine map, so the reverse solve sees the same function as the forward).\n")
-        L.append("| network | weights trained by | BatchNorm | rel. error, all parameters | "
-                 "rel. error, ODE blocks | cosine to exact |")
-        L.append("|---|---|---|---|---|---|")
-        for g in gaps:
-            L.append(f"| {TITLES[g['network']]} | {g['weights']} | {g['batchnorm']} | "
-                     f"{g['rel_all']:.3f} | {g['rel_ode']:.3f} | {g['cosine']:.3f} |")
+        L.append(markdown_table(
+            ["network", "weights trained by", "BatchNorm", "rel. error, all parameters",
+             "rel. error, ODE blocks", "cosine to exact"],
+            [[TITLES[g["network"]], g["weights"], g["batchnorm"], f"{g['rel_all']:.3f}",
+              f"{g['rel_ode']:.3f}", f"{g['cosine']:.3f}"] for g in gaps]))
         L.append("")
     notes = os.path.join(ROOT, "docs", f"paper_table{suffix}_notes.md")
     if os.path.exists(notes):

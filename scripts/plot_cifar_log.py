@@ -9,14 +9,14 @@ The x axis is the cumulative time, so runs of different speeds are compared at e
 best test accuracy and the total time are written into the legend.
 """
 import argparse
-import csv
 import os
 import sys
 
+from anode_report.results import read_csv
+
 
 def read_log(path):
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(line for line in f if not line.startswith("#"))]
+    rows = read_csv(path, numbers=False)[1]
     if not rows:
         sys.exit(f"plot_cifar_log: '{path}' has no epochs")
     for key in ("epoch", "test_acc", "train_acc", "seconds"):

@@ -14,21 +14,24 @@ Raw CSVs and gradients go to out/report/ (ignored by git); --reuse re-renders th
 them without running anything.
 """
 import argparse
-import csv
 import datetime
 import glob
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
 
+from anode_report import machine
+from anode_report.results import concat_csvs, merged_metadata, read_csv
+from anode_report.tables import MIB, fmt, markdown_table, mib, sci
+from anode_report.targets import (ANODE_MEMORY_MODEL, ANODE_VS_BACKPROP, BINOMIAL_K4_VS_BACKPROP,
+                                  CPP_VS_OFFICIAL_ANODE)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = "/usr/bin/python3"
 BENCHES = ["bench_scaling", "bench_gradients", "bench_reverse", "bench_peers"]
-MIB = 1024.0 * 1024.0
 TRADEOFF_K = [1, 2, 4, 8, 16, 64]
 TRADEOFF_MODES = (["backprop", "adjoint"] + [f"anode-k{k}" for k in TRADEOFF_K] +
                   [f"anode-k{k}f" for k in TRADEOFF_K if k < 64])
@@ -82,49 +85,6 @@ def bench_path(build_dir, name):
     return hits[0]
 
 
-def read_csv(path):
-    """(metadata dict, rows as dicts with numbers converted)."""
-    meta, lines = {}, []
-    with open(path) as f:
-        for line in f:
-            if line.startswith("# "):
-                k, _, v = line[2:].rstrip("\n").partition("=")
-                meta.setdefault(k, v)
-            elif line.strip():
-                lines.append(line)
-    rows = []
-    for r in csv.DictReader(lines):
-        for k, v in r.items():
-            try:
-                r[k] = int(v)
-            except (TypeError, ValueError):
-                try:
-                    r[k] = float(v)
-                except (TypeError, ValueError):
-                    pass
-        rows.append(r)
-    return meta, rows
-
-
-def concat_csvs(paths, out):
-    """Concatenates CSVs with one header (the first file's metadata kept)."""
-    header_done = False
-    with open(out, "w") as o:
-        for i, p in enumerate(paths):
-            with open(p) as f:
-                seen_header = False
-                for line in f:
-                    if line.startswith("#"):
-                        if i == 0:
-                            o.write(line)
-                        continue
-                    if not seen_header:
-                        seen_header = True
-                        if header_done:
-                            continue
-                        header_done = True
-                    o.write(line)
-
 
 # ----------------------------------------------------------------------------- the runs
 
@@ -138,11 +98,11 @@ def run_benches(a, build_dir, heap_lib, data):
     if smoke:
         scaling += ["--conv-L", "1,2", "--conv-nt", "2,4", "--mlp-nt", "10,50", "--channels", "8",
                     "--size", "8", "--methods", "rk2,rk4", "--repeats", "1", "--max-repeats", "2"]
-    elif not a.full:  # the conv configuration of issue 2's targets, L in 1,2,4 and N_t in 2..16
+    elif not a.full:  # the conv configuration the targets are set on: L in 1,2,4, N_t in 2..16
         scaling += ["--channels", "32", "--batch", "8", "--size", "32", "--max-repeats", "20"]
     run(scaling, env=env)
 
-    # The binomial trade-off curve (issue 3): one network, N_t = 64, k over 1..64, beside
+    # The binomial trade-off curve: one network, N_t = 64, k over 1..64, beside
     # Backprop and the Adjoint; both ways of holding the checkpoints.
     trade = [bench_path(build_dir, "bench_scaling"), "--threads", thr, "--device", a.device,
              "--csv", os.path.join(data, "tradeoff.csv"), "--rhs", "conv", "--methods", "rk2",
@@ -233,24 +193,6 @@ def run_peers(a, build_dir, heap_lib, data):
 
 # ----------------------------------------------------------------------------- analysis helpers
 
-def fmt(v, digits=2):
-    if v is None or v == "" or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return f"{v:.{digits}f}"
-
-
-def sci(v, digits=1):
-    if v is None or v == "" or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return f"{v:.{digits}e}"
-
-
-def mib(b):
-    if b is None or b == "" or b < 0:
-        return "n/a"
-    return f"{b / MIB:.1f}"
-
-
 def lstsq(xs, ys):
     """Least squares y ~ X c for rows xs (lists); returns (coefficients, max relative residual)."""
     import numpy as np
@@ -260,12 +202,6 @@ def lstsq(xs, ys):
     pred = X @ c
     resid = float(np.max(np.abs(pred - y) / np.maximum(np.abs(y), 1.0)))
     return c, resid
-
-
-def md_table(header, rows):
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def ok(rows):
@@ -282,10 +218,14 @@ def rel(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
+def nt_of(grad_file):
+    """N_t from a gradient file's name, "<impl>_<mode>_nt<N>_<dtype>.f64"."""
+    return int(grad_file.split("_nt")[1].split("_")[0])
+
+
 def profile_self_times(path):
     """{op name: self time in ms} from a chrome trace (LibTorch's legacy profiler or
     torch.autograd.profiler): each event's duration minus its directly nested events'."""
-    import json
     with open(path) as f:
         ev = json.load(f)
     if isinstance(ev, dict):
@@ -298,6 +238,7 @@ def profile_self_times(path):
     for events in by_thread.values():
         events.sort(key=lambda e: (float(e["ts"]), -float(e["dur"])))
         stack = []  # [end, name, self]
+
         def close(item):
             out[item[1]] = out.get(item[1], 0.0) + item[2] / 1e3
         for e in events:
@@ -312,87 +253,124 @@ def profile_self_times(path):
     return out
 
 
-def cosine(a, b):
-    import numpy as np
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+def step_time_ratios(rows, num, den):
+    """(row, step time ratio) for each `num` row of the scaling grid against the `den` row of the
+    same RHS, method, L and N_t."""
+    out = []
+    for r in rows:
+        if r["mode"] != num:
+            continue
+        d = [q for q in rows if q["mode"] == den and q["rhs"] == r["rhs"] and
+             q["method"] == r["method"] and q["L"] == r["L"] and q["nt"] == r["nt"]]
+        if d and d[0]["step_ms"]:
+            out.append((r, r["step_ms"] / d[0]["step_ms"]))
+    return out
+
+
+def geometric_mean(xs):
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+class Findings:
+    """What the sections contribute to the head of the report, in the order they find it: the
+    targets table, the headline accuracy figures and, for each missed target, why."""
+
+    def __init__(self):
+        self.targets, self.headline, self.misses = [], [], []
+
+    def ratio(self, what, ratio, target):
+        """A targets row: what, the ratio, the target's bound, met or **missed**."""
+        self.targets.append([what, f"{ratio:.2f}", target.bound(), target.verdict(ratio)])
 
 
 # ----------------------------------------------------------------------------- plots
 
-def plots_and_sections(a, data, docs):
+COLORS = {"backprop": "tab:blue", "anode": "tab:green", "anode-k2": "tab:olive",
+          "anode-k4": "tab:olive", "adjoint": "tab:red", "torch-backprop": "tab:cyan",
+          "torchdiffeq": "tab:purple", "torchdiffeq-adjoint": "tab:pink",
+          "anode-official": "tab:brown"}
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only backend (no display on a build machine)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
+
+
+def plain(ax):
+    """Log axes with plain tick labels (2, 4, 10, 1000 instead of 2×10^0)."""
     import matplotlib.ticker
+    for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+        if scale == "log":
+            axis.set_major_formatter(matplotlib.ticker.FuncFormatter(
+                lambda v, _: f"{v:g}" if 1e-3 <= v <= 1e5 else f"{v:.0e}"))
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def plain_x(ax):
+    """Plain major tick labels on a log x axis, the minor ones left as matplotlib makes them."""
+    import matplotlib.ticker
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+
+
+def save(fig, docs, name):
+    fig.tight_layout()
+    fig.savefig(os.path.join(docs, name), dpi=110)
+    pyplot().close(fig)
+
+
+# ----------------------------------------------------------------------------- 1. scaling
+
+def plot_scaling_memory(conv, modes, main_method, docs):
+    """bench_memory.png: the conv peaks against N_t and L with the fitted memory models; returns
+    the fits, (mode, O(L·N_t) coefficients, residual, O(L)+O(N_t) coefficients, residual)."""
     import numpy as np
-
-    sections, headline, misses, targets = {}, [], [], []
-
-    def plain(ax):
-        """Log axes with plain tick labels (2, 4, 10, 1000 instead of 2×10^0)."""
-        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
-            if scale == "log":
-                axis.set_major_formatter(matplotlib.ticker.FuncFormatter(
-                    lambda v, _: f"{v:g}" if 1e-3 <= v <= 1e5 else f"{v:.0e}"))
-                axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    png = lambda name: os.path.join(docs, name)  # noqa: E731
-    colors = {"backprop": "tab:blue", "anode": "tab:green", "anode-k2": "tab:olive",
-              "anode-k4": "tab:olive", "adjoint": "tab:red", "torch-backprop": "tab:cyan",
-              "torchdiffeq": "tab:purple", "torchdiffeq-adjoint": "tab:pink",
-              "anode-official": "tab:brown"}
-
-    # ---------------- 1. scaling
-    smeta, srows = read_csv(os.path.join(data, "scaling.csv"))
-    srows_ok = ok(srows)
-    main_method = srows_ok[0]["method"] if srows_ok else "RK2"
-    modes = list(dict.fromkeys(r["mode"] for r in srows_ok))
-    conv = [r for r in srows_ok if r["rhs"] == "conv" and r["method"] == main_method]
+    plt = pyplot()
     Ls = sorted({r["L"] for r in conv})
     nts = sorted({r["nt"] for r in conv})
     fits = []
-    if conv:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        Lfix = Ls[len(Ls) // 2] if Ls else 1
-        ntfix = nts[len(nts) // 2] if nts else 1
-        for mode in modes:
-            pts = [r for r in conv if r["mode"] == mode]
-            if not pts:
-                continue
-            # The two models: a + b*L*N_t (Backprop's O(L N_t)) and a + b*L + c*N_t (O(L)+O(N_t)).
-            c1, r1 = lstsq([[1, p["L"] * p["nt"]] for p in pts], [p["peak_bytes"] for p in pts])
-            c2, r2 = lstsq([[1, p["L"], p["nt"]] for p in pts], [p["peak_bytes"] for p in pts])
-            fits.append((mode, c1, r1, c2, r2))
-            model = (lambda L, n, c=c1: c[0] + c[1] * L * n) if mode == "backprop" else \
-                    (lambda L, n, c=c2: c[0] + c[1] * L + c[2] * n)
-            s = sorted((p for p in pts if p["L"] == Lfix), key=lambda p: p["nt"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    Lfix = Ls[len(Ls) // 2] if Ls else 1
+    ntfix = nts[len(nts) // 2] if nts else 1
+    for mode in modes:
+        pts = [r for r in conv if r["mode"] == mode]
+        if not pts:
+            continue
+        # The two models: a + b*L*N_t (Backprop's O(L N_t)) and a + b*L + c*N_t (O(L)+O(N_t)).
+        c1, r1 = lstsq([[1, p["L"] * p["nt"]] for p in pts], [p["peak_bytes"] for p in pts])
+        c2, r2 = lstsq([[1, p["L"], p["nt"]] for p in pts], [p["peak_bytes"] for p in pts])
+        fits.append((mode, c1, r1, c2, r2))
+        model = (lambda L, n, c=c1: c[0] + c[1] * L * n) if mode == "backprop" else \
+                (lambda L, n, c=c2: c[0] + c[1] * L + c[2] * n)
+        # Left: against N_t at L = Lfix; right: against L at N_t = ntfix.
+        for ax, fixed, value, vary, fit in [
+                (axes[0], "L", Lfix, "nt", lambda v, m=model: m(Lfix, v)),
+                (axes[1], "nt", ntfix, "L", lambda v, m=model: m(v, ntfix))]:
+            s = sorted((p for p in pts if p[fixed] == value), key=lambda p: p[vary])
             if s:
-                x = [p["nt"] for p in s]
-                axes[0].plot(x, [p["peak_bytes"] / MIB for p in s], "o", color=colors.get(mode),
-                             label=mode)
+                x = [p[vary] for p in s]
+                ax.plot(x, [p["peak_bytes"] / MIB for p in s], "o", color=COLORS.get(mode),
+                        label=mode)
                 xx = np.linspace(min(x), max(x), 50)
-                axes[0].plot(xx, [model(Lfix, v) / MIB for v in xx], "--", color=colors.get(mode),
-                             lw=1)
-            s = sorted((p for p in pts if p["nt"] == ntfix), key=lambda p: p["L"])
-            if s:
-                x = [p["L"] for p in s]
-                axes[1].plot(x, [p["peak_bytes"] / MIB for p in s], "o", color=colors.get(mode),
-                             label=mode)
-                xx = np.linspace(min(x), max(x), 50)
-                axes[1].plot(xx, [model(v, ntfix) / MIB for v in xx], "--",
-                             color=colors.get(mode), lw=1)
-        axes[0].set(xlabel="N_t (steps per block)", ylabel="peak tensor memory of a step [MiB]",
-                    title=f"conv RHS, {main_method}, L = {Lfix}")
-        axes[1].set(xlabel="L (ODE blocks)", ylabel="peak tensor memory of a step [MiB]",
-                    title=f"conv RHS, {main_method}, N_t = {ntfix}")
-        for ax in axes:
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.suptitle("Memory: dots measured, dashed lines the fitted O(L·N_t) (Backprop) and "
-                     "O(L)+O(N_t) (others) models", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(png("bench_memory.png"), dpi=110)
-        plt.close(fig)
+                ax.plot(xx, [fit(v) / MIB for v in xx], "--", color=COLORS.get(mode), lw=1)
+    axes[0].set(xlabel="N_t (steps per block)", ylabel="peak tensor memory of a step [MiB]",
+                title=f"conv RHS, {main_method}, L = {Lfix}")
+    axes[1].set(xlabel="L (ODE blocks)", ylabel="peak tensor memory of a step [MiB]",
+                title=f"conv RHS, {main_method}, N_t = {ntfix}")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Memory: dots measured, dashed lines the fitted O(L·N_t) (Backprop) and "
+                 "O(L)+O(N_t) (others) models", fontsize=9)
+    save(fig, docs, "bench_memory.png")
+    return fits
 
+
+def plot_scaling_time(srows_ok, modes, main_method, docs):
+    """bench_time.png: step time against N_t, conv and MLP right-hand sides."""
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, rhs in zip(axes, ["conv", "mlp"]):
         pts = [r for r in srows_ok if r["rhs"] == rhs and r["method"] == main_method]
@@ -401,33 +379,101 @@ def plots_and_sections(a, data, docs):
         Lp = min(r["L"] for r in pts) if rhs == "mlp" else sorted({r["L"] for r in pts})[
             len({r["L"] for r in pts}) // 2]
         for mode in modes:
-            s = sorted((p for p in pts if p["mode"] == mode and p["L"] == Lp), key=lambda p: p["nt"])
+            s = sorted((p for p in pts if p["mode"] == mode and p["L"] == Lp),
+                       key=lambda p: p["nt"])
             if s:
                 ax.plot([p["nt"] for p in s], [p["step_ms"] for p in s], "o-",
-                        color=colors.get(mode), label=mode)
+                        color=COLORS.get(mode), label=mode)
         ax.set(xscale="log", yscale="log", xlabel="N_t", ylabel="step time [ms] (median)",
                title=f"{rhs} RHS, {main_method}, L = {Lp}")
         plain(ax)
         ax.set_xticks(sorted({p["nt"] for p in pts}))
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png("bench_time.png"), dpi=110)
-    plt.close(fig)
+    save(fig, docs, "bench_time.png")
 
-    # Anode / Backprop step-time ratios over the grid.
-    def ratio_table(rows, num, den):
-        out = []
-        for r in rows:
-            if r["mode"] != num:
-                continue
-            d = [q for q in rows if q["mode"] == den and q["rhs"] == r["rhs"] and
-                 q["method"] == r["method"] and q["L"] == r["L"] and q["nt"] == r["nt"]]
-            if d and d[0]["step_ms"]:
-                out.append((r, r["step_ms"] / d[0]["step_ms"]))
-        return out
 
-    anode_ratios = ratio_table(srows_ok, "anode", "backprop")
+def memory_model_lines(conv, found):
+    """Anode's peak against its model: L stored block inputs plus one block's trajectory, the
+    latter measured as Backprop's peak with L = 1 at the same method and N_t."""
+    mem_model = []
+    for r in conv:
+        if r["mode"] != "anode":
+            continue
+        one = [q for q in conv if q["mode"] == "backprop" and q["L"] == 1 and q["nt"] == r["nt"]]
+        if one and one[0]["peak_bytes"] > 0:
+            model = r["L"] * r["state_bytes"] + one[0]["peak_bytes"]
+            mem_model.append((r, r["peak_bytes"] / model))
+    if not mem_model:
+        return []
+    worst = max(mem_model, key=lambda t: t[1])
+    target = ANODE_MEMORY_MODEL
+    found.ratio("Anode peak / (L inputs + one block's trajectory), worst on the grid", worst[1],
+                target)
+    if target.missed(worst[1]):
+        found.misses.append(f"Anode's memory model ratio reaches {worst[1]:.2f} at L = "
+                            f"{worst[0]['L']}, N_t = {worst[0]['nt']}: peak "
+                            f"{mib(worst[0]['peak_bytes'])} MiB.")
+    return ["Anode's peak against the model *L block inputs + one block's trajectory* "
+            "(the trajectory measured as Backprop's peak with L = 1, same N_t): ratio "
+            f"{min(q for _, q in mem_model):.2f} to {worst[1]:.2f} over {len(mem_model)} "
+            f"points (worst at L = {worst[0]['L']}, N_t = {worst[0]['nt']}).\n"]
+
+
+def anode_time_lines(srows_ok, main_method, found):
+    """The Anode / Backprop step-time ratio over the scaling grid: a table by RHS, the target on
+    the conv grid and, when it is missed, the worst point taken apart."""
+    anode_ratios = step_time_ratios(srows_ok, "anode", "backprop")
+    if not anode_ratios:
+        return []
+    rows = []
+    for rhs in ["conv", "mlp"]:
+        rs = [q for r, q in anode_ratios if r["rhs"] == rhs]
+        if rs:
+            rows.append([rhs, len(rs), f"{min(rs):.2f}", f"{geometric_mean(rs):.2f}",
+                         f"{max(rs):.2f}"])
+    rk = [q for r, q in anode_ratios if r["rhs"] == "conv" and r["method"] == main_method]
+    target = ANODE_VS_BACKPROP
+    if rk:
+        g = geometric_mean(rk)
+        found.targets.append([f"Anode / Backprop step time, conv grid ({main_method}, {len(rk)} "
+                              "points): geometric mean (max)", f"{g:.2f} ({max(rk):.2f})",
+                              target.bound(), "met" if target.met(max(rk)) else
+                              f"**missed** at {sum(target.missed(q) for q in rk)} point(s)"])
+        if target.missed(max(rk)):
+            worst = max((t for t in anode_ratios if t[0]["rhs"] == "conv" and
+                         t[0]["method"] == main_method), key=lambda t: t[1])
+            w = worst[0]
+            b = [q for q in srows_ok if q["mode"] == "backprop" and q["rhs"] == "conv" and
+                 q["method"] == main_method and q["L"] == w["L"] and q["nt"] == w["nt"]][0]
+            found.misses.append(
+                f"Anode / Backprop reaches {worst[1]:.2f} at L = {w['L']}, N_t = {w['nt']}: "
+                f"Anode {fmt(w['step_ms'], 1)} ms (quartiles {fmt(w['step_ms_q25'], 1)}–"
+                f"{fmt(w['step_ms_q75'], 1)}, n = {w['repeats']}), Backprop "
+                f"{fmt(b['step_ms'], 1)} ms ({fmt(b['step_ms_q25'], 1)}–"
+                f"{fmt(b['step_ms_q75'], 1)}, n = {b['repeats']}). The RHS evaluations are "
+                f"exactly 2× Backprop's forward ({w['rhs_evals_fwd']}+{w['rhs_evals_bwd']}), "
+                "so the extra work is the theory's one forward; the extra time is not: "
+                f"Anode's backward takes {fmt(w['bwd_ms'] - b['bwd_ms'], 0)} ms more than "
+                f"Backprop's, against a forward of {fmt(w['fwd_ms'], 0)} ms (the recomputed "
+                "forward runs with autograd on, recording the graph that Backprop recorded "
+                "in its own forward, whose forward is "
+                f"{fmt(b['fwd_ms'] - w['fwd_ms'], 0)} ms slower than Anode's for that). "
+                f"Over the grid the geometric mean is {g:.2f}; this point's quartiles do not "
+                "overlap, so it is not timer noise within the run, but it moves between "
+                "runs on this shared 2-core VM.")
+    return ["Anode / Backprop step-time ratio over the grid (every method, L, N_t):\n",
+            markdown_table(["RHS", "points", "min", "geometric mean", "max"], rows) + "\n"]
+
+
+def scaling_section(srows, smeta, docs, found):
+    """Section 1 and its plots; returns (text, the memory fits for the targets)."""
+    srows_ok = ok(srows)
+    main_method = srows_ok[0]["method"] if srows_ok else "RK2"
+    modes = list(dict.fromkeys(r["mode"] for r in srows_ok))
+    conv = [r for r in srows_ok if r["rhs"] == "conv" and r["method"] == main_method]
+    fits = plot_scaling_memory(conv, modes, main_method, docs) if conv else []
+    plot_scaling_time(srows_ok, modes, main_method, docs)
     sec = ["## 1. Memory and time of one training step vs L and N_t\n",
            f"`bench_scaling` ({smeta.get('grid', '?')} grid). Conv RHS: {smeta.get('conv', '?')}; "
            f"MLP RHS: {smeta.get('mlp', '?')}. One step = zero_grad, forward, loss "
@@ -445,11 +491,12 @@ def plots_and_sections(a, data, docs):
                    "O(L·N_t) model a + b·L·N_t and the O(L)+O(N_t) model a + c·L + d·N_t, with "
                    "the largest relative residual of each. Backprop follows the first; Anode "
                    "the second (d is one block's trajectory per step, c the stored block input); "
-                   "with k checkpoints memory stops growing once N_t > k (d ≈ 0 over such a grid), and the Adjoint is flat in both.\n")
-        sec.append(md_table(["mode", "b [MiB per L·N_t]", "max resid.", "c [MiB per block]",
-                             "d [MiB per step]", "max resid."], rows) + "\n")
+                   "with k checkpoints memory stops growing once N_t > k (d ≈ 0 over such a "
+                   "grid), and the Adjoint is flat in both.\n")
+        sec.append(markdown_table(["mode", "b [MiB per L·N_t]", "max resid.", "c [MiB per block]",
+                                   "d [MiB per step]", "max resid."], rows) + "\n")
     if conv:
-        Lmax, ntmax = max(Ls), max(nts)
+        Lmax, ntmax = max(r["L"] for r in conv), max(r["nt"] for r in conv)
         rows = []
         for mode in modes:
             p = [r for r in conv if r["mode"] == mode and r["L"] == Lmax and r["nt"] == ntmax]
@@ -459,80 +506,43 @@ def plots_and_sections(a, data, docs):
                              mib(p["peak_bytes"]), mib(p["heap_peak_bytes"]), p["rhs_evals_fwd"],
                              p["rhs_evals_bwd"]])
         sec.append(f"At the largest conv point (L = {Lmax}, N_t = {ntmax}, {main_method}):\n")
-        sec.append(md_table(["mode", "step ms", "fwd ms", "bwd ms", "peak tensors MiB",
-                             "peak heap MiB", "RHS evals fwd", "RHS evals bwd"], rows) + "\n")
-    # Issue 2's memory claim: Anode's peak is L stored block inputs plus one block's trajectory,
-    # the latter measured as Backprop's peak with L = 1 at the same method and N_t.
-    mem_model = []
-    for r in conv:
-        if r["mode"] != "anode":
-            continue
-        one = [q for q in conv if q["mode"] == "backprop" and q["L"] == 1 and q["nt"] == r["nt"]]
-        if one and one[0]["peak_bytes"] > 0:
-            model = r["L"] * r["state_bytes"] + one[0]["peak_bytes"]
-            mem_model.append((r, r["peak_bytes"] / model))
-    if mem_model:
-        worst = max(mem_model, key=lambda t: t[1])
-        sec.append("Anode's peak against the model *L block inputs + one block's trajectory* "
-                   "(the trajectory measured as Backprop's peak with L = 1, same N_t): ratio "
-                   f"{min(q for _, q in mem_model):.2f} to {worst[1]:.2f} over {len(mem_model)} "
-                   f"points (worst at L = {worst[0]['L']}, N_t = {worst[0]['nt']}).\n")
-        targets.append(["Anode peak / (L inputs + one block's trajectory), worst on the grid",
-                        f"{worst[1]:.2f}", "≤ 1.2", "met" if worst[1] <= 1.2 else "**missed**"])
-        if worst[1] > 1.2:
-            misses.append(f"Anode's memory model ratio reaches {worst[1]:.2f} at L = "
-                          f"{worst[0]['L']}, N_t = {worst[0]['nt']}: peak "
-                          f"{mib(worst[0]['peak_bytes'])} MiB.")
-    if anode_ratios:
-        rows = []
-        for rhs in ["conv", "mlp"]:
-            rs = [q for r, q in anode_ratios if r["rhs"] == rhs]
-            if rs:
-                g = math.exp(sum(math.log(x) for x in rs) / len(rs))
-                rows.append([rhs, len(rs), f"{min(rs):.2f}", f"{g:.2f}", f"{max(rs):.2f}"])
-        rk = [q for r, q in anode_ratios if r["rhs"] == "conv" and r["method"] == main_method]
-        if rk:
-            g = math.exp(sum(math.log(x) for x in rk) / len(rk))
-            targets.append([f"Anode / Backprop step time, conv grid ({main_method}, {len(rk)} "
-                            "points): geometric mean (max)", f"{g:.2f} ({max(rk):.2f})", "≤ 1.35",
-                            "met" if max(rk) <= 1.35 else
-                            f"**missed** at {sum(q > 1.35 for q in rk)} point(s)"])
-            if max(rk) > 1.35:
-                worst = max((t for t in anode_ratios if t[0]["rhs"] == "conv" and
-                             t[0]["method"] == main_method), key=lambda t: t[1])
-                w = worst[0]
-                b = [q for q in srows_ok if q["mode"] == "backprop" and q["rhs"] == "conv" and
-                     q["method"] == main_method and q["L"] == w["L"] and q["nt"] == w["nt"]][0]
-                misses.append(
-                    f"Anode / Backprop reaches {worst[1]:.2f} at L = {w['L']}, N_t = {w['nt']}: "
-                    f"Anode {fmt(w['step_ms'], 1)} ms (quartiles {fmt(w['step_ms_q25'], 1)}–"
-                    f"{fmt(w['step_ms_q75'], 1)}, n = {w['repeats']}), Backprop "
-                    f"{fmt(b['step_ms'], 1)} ms ({fmt(b['step_ms_q25'], 1)}–"
-                    f"{fmt(b['step_ms_q75'], 1)}, n = {b['repeats']}). The RHS evaluations are "
-                    f"exactly 2× Backprop's forward ({w['rhs_evals_fwd']}+{w['rhs_evals_bwd']}), "
-                    "so the extra work is the theory's one forward; the extra time is not: "
-                    f"Anode's backward takes {fmt(w['bwd_ms'] - b['bwd_ms'], 0)} ms more than "
-                    f"Backprop's, against a forward of {fmt(w['fwd_ms'], 0)} ms (the recomputed "
-                    "forward runs with autograd on, recording the graph that Backprop recorded "
-                    "in its own forward, whose forward is "
-                    f"{fmt(b['fwd_ms'] - w['fwd_ms'], 0)} ms slower than Anode's for that). "
-                    f"Over the grid the geometric mean is {g:.2f}; this point's quartiles do not "
-                    "overlap, so it is not timer noise within the run, but it moves between "
-                    "runs on this shared 2-core VM.")
-        sec.append("Anode / Backprop step-time ratio over the grid (every method, L, N_t):\n")
-        sec.append(md_table(["RHS", "points", "min", "geometric mean", "max"], rows) + "\n")
+        sec.append(markdown_table(["mode", "step ms", "fwd ms", "bwd ms", "peak tensors MiB",
+                                   "peak heap MiB", "RHS evals fwd", "RHS evals bwd"], rows) + "\n")
+    sec += memory_model_lines(conv, found)
+    sec += anode_time_lines(srows_ok, main_method, found)
     errs = [r for r in srows if r.get("status") != "ok"]
     if errs:
         sec.append(f"{len(errs)} grid points failed: " + "; ".join(
             f"{r['rhs']}/{r['method']}/{r['mode']}/L={r['L']}/N_t={r['nt']}: {r['status']}"
             for r in errs[:5]) + "\n")
-    sections[1] = "\n".join(sec)
+    return "\n".join(sec), fits
 
-    # ---------------- 2 and 4. gradient accuracy, OTD vs DTO
-    gmeta, grows = read_csv(os.path.join(data, "gradients.csv"))
-    grows = ok(grows)
-    rhss = list(dict.fromkeys(r["rhs"] for r in grows))
-    gm = "RK2" if any(r["method"] == "RK2" for r in grows) else (grows[0]["method"] if grows else "")
+
+def memory_fit_targets(fits, found):
+    """How well Backprop's and Anode's peaks follow their memory models (section 1's fits)."""
+    fb = [f for f in fits if f[0] == "backprop"]
+    fa = [f for f in fits if f[0] == "anode"]
+    if fb:
+        found.targets.append(["Backprop memory follows a + b·L·N_t (max residual)",
+                              f"{fb[0][2] * 100:.1f}%", "O(L·N_t)", ""])
+    if fa:
+        found.targets.append(["Anode memory follows a + c·L + d·N_t (max residual)",
+                              f"{fa[0][4] * 100:.1f}%", "O(L)+O(N_t)", ""])
+
+
+# ----------------------------------------------------------------------------- 2 and 4. gradients
+
+def shown_method(rows):
+    """The method a section shows: RK2 where the grid has it, else the first row's."""
+    if any(r["method"] == "RK2" for r in rows):
+        return "RK2"
+    return rows[0]["method"] if rows else ""
+
+
+def plot_gradient_errors(grows, rhss, gm, docs):
+    """bench_gradients.png: each mode's error against the exact gradient, one panel per RHS."""
+    import numpy as np
+    plt = pyplot()
     fig, axes = plt.subplots(1, max(1, len(rhss)), figsize=(3.4 * max(1, len(rhss)), 3.6),
                              sharey=True)
     axes = np.atleast_1d(axes)
@@ -544,18 +554,20 @@ def plots_and_sections(a, data, docs):
                         r["mode"] == mode and r["dtype"] == dtype), key=lambda r: r["nt"])
             if s:
                 ax.plot([r["nt"] for r in s], [max(r["rel_err"], 1e-17) for r in s], style,
-                        color=colors.get(mode), label=f"{mode} {dtype}", ms=4)
+                        color=COLORS.get(mode), label=f"{mode} {dtype}", ms=4)
         ax.set(xscale="log", yscale="log", xlabel="N_t", title=f"{rhs} ({gm})")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        plain_x(ax)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("rel. error vs exact (float64 Backprop)")
     axes[-1].legend(fontsize=7)
     fig.suptitle("Gradient error against the exact gradient of the discrete solve "
                  "(1e-17 stands for 0)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(png("bench_gradients.png"), dpi=110)
-    plt.close(fig)
+    save(fig, docs, "bench_gradients.png")
 
+
+def plot_otd_dto(grows, rhss, gm, docs):
+    """bench_otd_dto.png: the Adjoint's gradient against the exact one as the step shrinks."""
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for rhs in rhss:
         s = sorted((r for r in grows if r["rhs"] == rhs and r["method"] == gm and
@@ -577,10 +589,11 @@ def plots_and_sections(a, data, docs):
     for ax in axes:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png("bench_otd_dto.png"), dpi=110)
-    plt.close(fig)
+    save(fig, docs, "bench_otd_dto.png")
 
+
+def gradient_accuracy_section(grows, gmeta, rhss, gm, found):
+    """Section 2: the error table, the worst errors and the headline accuracy figures."""
     sec = ["## 2. Gradient accuracy vs N_t\n",
            f"`bench_gradients`: one block, {gmeta.get('conv', '?')} (relu, leaky, tanh: "
            "act(conv3x3(z)+b); conv_bn: relu(BN(conv3x3(z)))) and "
@@ -589,41 +602,46 @@ def plots_and_sections(a, data, docs):
            "discrete solve). Weights and data are made in float32 and cast, so both dtypes see "
            "the same numbers.\n", "![gradients](bench_gradients.png)\n"]
     show_nts = sorted({r["nt"] for r in grows})
-    if show_nts:
-        pick = [n for n in show_nts if n in (2, 8, 32, 64, 128)] or show_nts
-        rows = []
-        for rhs in rhss:
-            for mode, dtype in [("anode", "float64"), ("anode", "float32"), ("anode-k2", "float64"),
-                                ("backprop", "float32"), ("adjoint", "float64")]:
-                vals = []
-                for n in pick:
-                    r = [q for q in grows if q["rhs"] == rhs and q["method"] == gm and
-                         q["mode"] == mode and q["dtype"] == dtype and q["nt"] == n]
-                    vals.append(sci(r[0]["rel_err"]) if r else "n/a")
-                if any(v != "n/a" for v in vals):
-                    rows.append([rhs, f"{mode} {dtype}"] + vals)
-        sec.append(f"Relative error vs exact, {gm}:\n")
-        sec.append(md_table(["RHS", "mode"] + [f"N_t={n}" for n in pick], rows) + "\n")
-        worst64 = max((r["rel_err"] for r in grows if r["mode"].startswith("anode") and
-                       r["dtype"] == "float64"), default=float("nan"))
-        worst32 = max((r["rel_err"] for r in grows if r["mode"].startswith("anode") and
-                       r["dtype"] == "float32"), default=float("nan"))
-        b32 = max((r["rel_err"] for r in grows if r["mode"] == "backprop" and
+    if not show_nts:
+        return "\n".join(sec)
+    pick = [n for n in show_nts if n in (2, 8, 32, 64, 128)] or show_nts
+    rows = []
+    for rhs in rhss:
+        for mode, dtype in [("anode", "float64"), ("anode", "float32"), ("anode-k2", "float64"),
+                            ("backprop", "float32"), ("adjoint", "float64")]:
+            vals = []
+            for n in pick:
+                r = [q for q in grows if q["rhs"] == rhs and q["method"] == gm and
+                     q["mode"] == mode and q["dtype"] == dtype and q["nt"] == n]
+                vals.append(sci(r[0]["rel_err"]) if r else "n/a")
+            if any(v != "n/a" for v in vals):
+                rows.append([rhs, f"{mode} {dtype}"] + vals)
+    sec.append(f"Relative error vs exact, {gm}:\n")
+    sec.append(markdown_table(["RHS", "mode"] + [f"N_t={n}" for n in pick], rows) + "\n")
+    worst64 = max((r["rel_err"] for r in grows if r["mode"].startswith("anode") and
+                   r["dtype"] == "float64"), default=float("nan"))
+    worst32 = max((r["rel_err"] for r in grows if r["mode"].startswith("anode") and
                    r["dtype"] == "float32"), default=float("nan"))
-        adj = [r["rel_err"] for r in grows if r["mode"] == "adjoint" and r["dtype"] == "float64"]
-        sec.append(f"Over every RHS, method and N_t: Anode's worst error is {sci(worst64)} in "
-                   f"float64 and {sci(worst32)} in float32 (float32 Backprop's own round-off: "
-                   f"{sci(b32)}); the Adjoint's ranges from {sci(min(adj) if adj else None)} to "
-                   f"{sci(max(adj) if adj else None)} in float64, where round-off is not the "
-                   "cause.\n")
-        headline.append(["Anode gradient error (float64 / float32, worst over the grid)",
-                         f"{sci(worst64)} / {sci(worst32)}", "round-off (float32 Backprop: "
-                         f"{sci(b32)})", ""])
-        if adj:
-            headline.append(["Adjoint gradient error (float64, range over the grid)",
-                             f"{sci(min(adj))} … {sci(max(adj))}", "", ""])
-    sections[2] = "\n".join(sec)
+    b32 = max((r["rel_err"] for r in grows if r["mode"] == "backprop" and
+               r["dtype"] == "float32"), default=float("nan"))
+    adj = [r["rel_err"] for r in grows if r["mode"] == "adjoint" and r["dtype"] == "float64"]
+    sec.append(f"Over every RHS, method and N_t: Anode's worst error is {sci(worst64)} in "
+               f"float64 and {sci(worst32)} in float32 (float32 Backprop's own round-off: "
+               f"{sci(b32)}); the Adjoint's ranges from {sci(min(adj) if adj else None)} to "
+               f"{sci(max(adj) if adj else None)} in float64, where round-off is not the "
+               "cause.\n")
+    found.headline.append(["Anode gradient error (float64 / float32, worst over the grid)",
+                           f"{sci(worst64)} / {sci(worst32)}", "round-off (float32 Backprop: "
+                           f"{sci(b32)})", ""])
+    if adj:
+        found.headline.append(["Adjoint gradient error (float64, range over the grid)",
+                               f"{sci(min(adj))} … {sci(max(adj))}", "", ""])
+    return "\n".join(sec)
 
+
+def otd_dto_section(grows, gmeta, rhss, gm):
+    """Section 4: the Adjoint against the exact gradient at the smallest and largest N_t."""
+    show_nts = sorted({r["nt"] for r in grows})
     sec = ["## 4. OTD vs DTO: the Adjoint's gradient as the step size shrinks\n",
            "Cosine and relative difference between the Adjoint gradient (optimize-then-"
            "discretize) and the exact gradient of the discrete solve (discretize-then-optimize), "
@@ -640,16 +658,17 @@ def plots_and_sections(a, data, docs):
                 rows.append([rhs, n, sci(r[0]["rel_err"]), sci(1.0 - r[0]["cos"]),
                              sci(r[0]["rel_err_fine"])])
     if rows:
-        sec.append(md_table(["RHS", "N_t", "Adjoint vs exact: rel. diff", "1 − cosine",
-                             "Adjoint vs continuous"], rows) + "\n")
-    sections[4] = "\n".join(sec)
+        sec.append(markdown_table(["RHS", "N_t", "Adjoint vs exact: rel. diff", "1 − cosine",
+                                   "Adjoint vs continuous"], rows) + "\n")
+    return "\n".join(sec)
 
-    # ---------------- 3. reverse-time reconstruction
-    rmeta, rrows = read_csv(os.path.join(data, "reverse.csv"))
-    rrows = [r for r in rrows if r.get("status") == "ok"]
-    rm = "RK2" if any(r["method"] == "RK2" for r in rrows) else (rrows[0]["method"] if rrows else "")
-    racts = list(dict.fromkeys(r["rhs"] for r in rrows))
-    scales = sorted({r["scale"] for r in rrows})
+
+# ----------------------------------------------------------------------------- 3. reverse time
+
+def plot_reverse(rrows, racts, scales, rm, docs):
+    """bench_reverse.png: the reconstruction error of z0 by weight scale, one panel per RHS."""
+    import numpy as np
+    plt = pyplot()
     fig, axes = plt.subplots(1, max(1, len(racts)), figsize=(3.8 * max(1, len(racts)), 3.8),
                              sharey=True)
     axes = np.atleast_1d(axes)
@@ -663,13 +682,20 @@ def plots_and_sections(a, data, docs):
                         "o-", color=cmap(i / max(1, len(scales) - 1)), label=f"scale {sc:g}", ms=3)
         ax.axhline(1.0, color="k", lw=0.6, ls=":")
         ax.set(xscale="log", yscale="log", xlabel="N_t", title=f"{act} conv ({rm}, float32)")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        plain_x(ax)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("‖z0 − z0_reconstructed‖ / ‖z0‖")
     axes[-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png("bench_reverse.png"), dpi=110)
-    plt.close(fig)
+    save(fig, docs, "bench_reverse.png")
+
+
+def reverse_section(rmeta, rrows, docs, found):
+    """Section 3 and its plot: solving backwards in time does not give z0 back."""
+    rrows = [r for r in rrows if r.get("status") == "ok"]
+    rm = shown_method(rrows)
+    racts = list(dict.fromkeys(r["rhs"] for r in rrows))
+    scales = sorted({r["scale"] for r in rrows})
+    plot_reverse(rrows, racts, scales, rm, docs)
     sec = ["## 3. Reverse-time reconstruction error\n",
            f"`bench_reverse`: {rmeta.get('conv', '?')}, weights scaled by `scale` (std "
            "scale/√fan_in). Solve forward N_t steps to z(1), then backwards from z(1) with the "
@@ -692,95 +718,140 @@ def plots_and_sections(a, data, docs):
         sec.append(f"{rm}, float32 (the float64 rows in the CSV are the same to 2 digits where "
                    "the error is above round-off: the error is the reverse solve's, not the "
                    "arithmetic's):\n")
-        sec.append(md_table(["RHS", "scale"] + [f"N_t={n}" for n in pick] + ["‖z(1)‖/‖z0‖"],
-                            rows) + "\n")
+        sec.append(markdown_table(["RHS", "scale"] + [f"N_t={n}" for n in pick] +
+                                  ["‖z(1)‖/‖z0‖"], rows) + "\n")
         worst = max((r["rel_err"] for r in rrows if r["rhs"] in ("relu", "leaky")),
                     default=float("nan"))
-        headline.append(["Reverse-time reconstruction error, ReLU/leaky conv (worst on the grid)",
-                         sci(worst), "Anode: 0 (never reconstructs)", ""])
-    sections[3] = "\n".join(sec)
+        found.headline.append(["Reverse-time reconstruction error, ReLU/leaky conv (worst on the "
+                               "grid)", sci(worst), "Anode: 0 (never reconstructs)", ""])
+    return "\n".join(sec)
 
-    # ---------------- 5. peers
-    pmeta, prows = read_csv(os.path.join(data, "peers.csv"))
-    gdir = os.path.join(data, "grads")
-    refs = {}
-    for f in glob.glob(os.path.join(gdir, "anode-cpp_backprop_nt*_float64.f64")):
-        nt = int(f.split("_nt")[1].split("_")[0])
-        refs[nt] = ("float64 Backprop (C++)", load_grad(f))
-    for f in glob.glob(os.path.join(gdir, "anode-cpp_backprop_nt*_float32.f64")):
-        nt = int(f.split("_nt")[1].split("_")[0])
-        refs.setdefault(nt, ("float32 Backprop (C++)", load_grad(f)))
-    py_ref = glob.glob(os.path.join(gdir, "torch-backprop_torch-backprop_nt*_float64.f64"))
-    identity = []
-    for f in py_ref:
-        nt = int(f.split("_nt")[1].split("_")[0])
-        c = os.path.join(gdir, f"anode-cpp_backprop_nt{nt}_float64.f64")
-        if os.path.isfile(c):
-            identity.append(f"Python float64 autograd vs C++ float64 Backprop at N_t = {nt}: "
-                            f"{sci(rel(load_grad(f), load_grad(c)))}")
-    for f in sorted(glob.glob(os.path.join(gdir, "torchdiffeq_torchdiffeq_nt*_float32.f64")),
-                    key=lambda f: int(f.split("_nt")[1].split("_")[0])):
-        nt = int(f.split("_nt")[1].split("_")[0])
-        c = os.path.join(gdir, f"anode-cpp_backprop_nt{nt}_float32.f64")
-        if os.path.isfile(c):
-            identity.append(f"torchdiffeq.odeint vs C++ Backprop, float32, N_t = {nt}: "
-                            f"{sci(rel(load_grad(f), load_grad(c)))}")
-    cuda = a.device != "cpu"
-    mem_key = "tensor_peak_bytes" if cuda else "heap_peak_bytes"
-    mem_name = "peak CUDA tensors" if cuda else "peak heap"
-    skipped = sorted({f"{r['impl']}: {r['status']}" for r in prows
-                      if str(r.get("status", "")).startswith("skipped")})
-    prows_ok = ok(prows)
-    pnts = sorted({r["nt"] for r in prows_ok})
-    impls = list(dict.fromkeys(f"{r['impl']}/{r['mode']}" if r["impl"] == "anode-cpp" else r["impl"]
-                               for r in prows_ok))
 
+# ----------------------------------------------------------------------------- 5. peers
+
+class Peers:
+    """The peers grid (peers.csv and the gradient files): one row per (implementation, N_t) in
+    `by`, keyed "anode-cpp/<mode>" for the C++ modes and by the implementation for the Python
+    peers, each with its gradient error against the reference of its N_t."""
+
+    def __init__(self, data, device):
+        self.meta, rows = read_csv(os.path.join(data, "peers.csv"))
+        gdir = os.path.join(data, "grads")
+        self.refs = {}
+        for f in glob.glob(os.path.join(gdir, "anode-cpp_backprop_nt*_float64.f64")):
+            self.refs[nt_of(f)] = ("float64 Backprop (C++)", load_grad(f))
+        for f in glob.glob(os.path.join(gdir, "anode-cpp_backprop_nt*_float32.f64")):
+            self.refs.setdefault(nt_of(f), ("float32 Backprop (C++)", load_grad(f)))
+        self.identity = []
+        for f in glob.glob(os.path.join(gdir, "torch-backprop_torch-backprop_nt*_float64.f64")):
+            nt = nt_of(f)
+            c = os.path.join(gdir, f"anode-cpp_backprop_nt{nt}_float64.f64")
+            if os.path.isfile(c):
+                self.identity.append(f"Python float64 autograd vs C++ float64 Backprop at N_t = "
+                                     f"{nt}: {sci(rel(load_grad(f), load_grad(c)))}")
+        for f in sorted(glob.glob(os.path.join(gdir, "torchdiffeq_torchdiffeq_nt*_float32.f64")),
+                        key=nt_of):
+            nt = nt_of(f)
+            c = os.path.join(gdir, f"anode-cpp_backprop_nt{nt}_float32.f64")
+            if os.path.isfile(c):
+                self.identity.append(f"torchdiffeq.odeint vs C++ Backprop, float32, N_t = {nt}: "
+                                     f"{sci(rel(load_grad(f), load_grad(c)))}")
+        cuda = device != "cpu"
+        self.mem_key = "tensor_peak_bytes" if cuda else "heap_peak_bytes"
+        self.mem_name = "peak CUDA tensors" if cuda else "peak heap"
+        self.skipped = sorted({f"{r['impl']}: {r['status']}" for r in rows
+                               if str(r.get("status", "")).startswith("skipped")})
+        self.rows_ok = ok(rows)
+        self.nts = sorted({r["nt"] for r in self.rows_ok})
+        self.impls = list(dict.fromkeys(self.key(r) for r in self.rows_ok))
+        self.by = {}
+        for r in self.rows_ok:
+            g = load_grad(r.get("grad_file", ""))
+            ref = self.refs.get(r["nt"])
+            err = rel(g, ref[1]) if (g is not None and ref is not None and
+                                     ref[1] is not None) else None
+            is_ref = (ref is not None and ref[0].startswith("float32") and
+                      self.key(r) == "anode-cpp/backprop")
+            self.by[(self.key(r), r["nt"])] = dict(r, grad_err=err, is_ref=is_ref)
+
+    @staticmethod
     def key(r):
         return f"{r['impl']}/{r['mode']}" if r["impl"] == "anode-cpp" else r["impl"]
 
+    def get(self, key, nt):
+        return self.by.get((key, nt))
+
+    def measured(self, impl):
+        return any(k == impl for (k, _n) in self.by)
+
+
+def plot_peers(peers, docs):
+    """bench_peers.png: step time and peak memory of every implementation, by N_t."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    w = 0.8 / max(1, len(peers.impls))
+    for i, k in enumerate(peers.impls):
+        xs = [j + i * w for j in range(len(peers.nts))]
+        base = k.split("/")[-1]
+        axes[0].bar(xs, [peers.by.get((k, n), {}).get("step_ms", 0) or 0 for n in peers.nts], w,
+                    label=k, color=COLORS.get(base, None))
+        axes[1].bar(xs, [max(peers.by.get((k, n), {}).get(peers.mem_key, 0) or 0, 0) / MIB
+                         for n in peers.nts], w, label=k, color=COLORS.get(base, None),
+                    hatch="//" if not k.startswith("anode-cpp") else None)
+    for ax, yl in zip(axes, ["step time [ms] (median)", f"{peers.mem_name} of a step [MiB]"]):
+        ax.set_xticks([j + 0.4 - w / 2 for j in range(len(peers.nts))])
+        ax.set_xticklabels([f"N_t = {n}" for n in peers.nts])
+        ax.set_ylabel(yl)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].set_yscale("log")
+    plain(axes[0])
+    axes[1].legend(fontsize=7)
+    fig.suptitle(peers.meta.get("network", ""), fontsize=9)
+    save(fig, docs, "bench_peers.png")
+
+
+def profile_times(data):
+    """(the profile files, {label: {op: self ms}}) of the profiled steps (profile_<label>.json);
+    a file that cannot be read is logged and left out."""
+    profs = sorted(glob.glob(os.path.join(data, "profile_*.json")))
+    times = {}
+    for pth in profs:
+        label = os.path.basename(pth)[len("profile_"):-len(".json")]
+        try:
+            times[label] = profile_self_times(pth)
+        except (OSError, ValueError) as e:
+            log(f"cannot read {pth}: {e}")
+    return profs, times
+
+
+def profile_table(times):
+    """Where the time goes: the ops that take the most self time in any profiled step."""
+    labels = list(times)
+    top = {}
+    for lab in labels:
+        for op, ms in sorted(times[lab].items(), key=lambda kv: -kv[1])[:8]:
+            top[op] = max(top.get(op, 0.0), ms)
+    ops = sorted(top, key=lambda op: -top[op])[:12]
+    rows = [[op] + [fmt(times[lab].get(op, 0.0), 1) for lab in labels] for op in ops]
+    rows.append(["**all ops (profiled step)**"] +
+                [fmt(sum(times[lab].values()), 1) for lab in labels])
+    return markdown_table(["op"] + labels, rows)
+
+
+def peers_section(peers, profs, times):
+    """Section 5: the peers table, the same-network check, the profile."""
     table = []
-    by = {}
-    for r in prows_ok:
-        g = load_grad(r.get("grad_file", ""))
-        ref = refs.get(r["nt"])
-        err = rel(g, ref[1]) if (g is not None and ref is not None and ref[1] is not None) else None
-        is_ref = ref is not None and ref[0].startswith("float32") and key(r) == "anode-cpp/backprop"
-        by[(key(r), r["nt"])] = dict(r, grad_err=err, is_ref=is_ref)
-    for nt in pnts:
-        for k in impls:
-            r = by.get((k, nt))
+    for nt in peers.nts:
+        for k in peers.impls:
+            r = peers.get(k, nt)
             if r:
                 table.append([k, nt, fmt(r["step_ms"], 0), fmt(r["fwd_ms"], 0), fmt(r["bwd_ms"], 0),
                               r["repeats"], mib(r["heap_peak_bytes"]), mib(r["tensor_peak_bytes"]),
                               mib(r["max_rss_bytes"]), f"{r['rhs_evals_fwd']}+{r['rhs_evals_bwd']}",
                               "(reference)" if r["is_ref"] else
                               sci(r["grad_err"]) if r["grad_err"] is not None else "n/a"])
-    if prows_ok:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
-        w = 0.8 / max(1, len(impls))
-        for i, k in enumerate(impls):
-            xs = [j + i * w for j in range(len(pnts))]
-            base = k.split("/")[-1]
-            axes[0].bar(xs, [by.get((k, n), {}).get("step_ms", 0) or 0 for n in pnts], w,
-                        label=k, color=colors.get(base, None))
-            axes[1].bar(xs, [max(by.get((k, n), {}).get(mem_key, 0) or 0, 0) / MIB
-                             for n in pnts], w, label=k, color=colors.get(base, None),
-                        hatch="//" if not k.startswith("anode-cpp") else None)
-        for ax, yl in zip(axes, ["step time [ms] (median)", f"{mem_name} of a step [MiB]"]):
-            ax.set_xticks([j + 0.4 - w / 2 for j in range(len(pnts))])
-            ax.set_xticklabels([f"N_t = {n}" for n in pnts])
-            ax.set_ylabel(yl)
-            ax.grid(alpha=0.3, axis="y")
-        axes[0].set_yscale("log")
-        plain(axes[0])
-        axes[1].legend(fontsize=7)
-        fig.suptitle(pmeta.get("network", ""), fontsize=9)
-        fig.tight_layout()
-        fig.savefig(png("bench_peers.png"), dpi=110)
-        plt.close(fig)
-
     sec = ["## 5. Side by side with the Python peers\n",
-           f"Network: {pmeta.get('network', '?')}, RK2 (explicit midpoint; torchdiffeq "
+           f"Network: {peers.meta.get('network', '?')}, RK2 (explicit midpoint; torchdiffeq "
            "'midpoint' on the same fixed grid, the official code's 'RK2'), loss "
            "0.5·mean((z−target)²), SGD step; the same deterministic weights and data in both "
            "languages (benchmarks/harness/models.hpp = benchmarks/python/common.py). Every "
@@ -792,208 +863,239 @@ def plots_and_sections(a, data, docs):
            "allocator meter (C++ only). Max RSS: the process's whole peak resident set "
            "(interpreter and libraries included: context only). Gradient error: the first "
            "step's [dL/dx, dL/dθ] vs the reference named below.\n"]
-    if identity:
+    if peers.identity:
         sec.append("Same network check (relative difference of the first step's gradients; 0 "
-                   "means bit-identical): " + "; ".join(identity) + ".\n")
-    sec.append("Reference per N_t: " + ", ".join(f"N_t={n}: {refs[n][0]}" for n in sorted(refs))
-               + ".\n")
-    if skipped:
-        sec.append("Skipped: " + "; ".join(skipped) + ".\n")
+                   "means bit-identical): " + "; ".join(peers.identity) + ".\n")
+    sec.append("Reference per N_t: " + ", ".join(f"N_t={n}: {peers.refs[n][0]}"
+                                                 for n in sorted(peers.refs)) + ".\n")
+    if peers.skipped:
+        sec.append("Skipped: " + "; ".join(peers.skipped) + ".\n")
     if table:
         sec.append("![peers](bench_peers.png)\n")
-        sec.append(md_table(["implementation", "N_t", "step ms", "fwd ms", "bwd ms", "n",
-                             "peak heap MiB", "peak tensors MiB", "max RSS MiB",
-                             "RHS evals fwd+bwd", "grad. error"], table) + "\n")
-    profs = sorted(glob.glob(os.path.join(data, "profile_*.json")))
+        sec.append(markdown_table(["implementation", "N_t", "step ms", "fwd ms", "bwd ms", "n",
+                                   "peak heap MiB", "peak tensors MiB", "max RSS MiB",
+                                   "RHS evals fwd+bwd", "grad. error"], table) + "\n")
     if profs:
-        times = {}
-        for pth in profs:
-            label = os.path.basename(pth)[len("profile_"):-len(".json")]
-            try:
-                times[label] = profile_self_times(pth)
-            except (OSError, ValueError) as e:
-                log(f"cannot read {pth}: {e}")
-        labels = list(times)
-        top = {}
-        for lab in labels:
-            for op, ms in sorted(times[lab].items(), key=lambda kv: -kv[1])[:8]:
-                top[op] = max(top.get(op, 0.0), ms)
-        ops = sorted(top, key=lambda op: -top[op])[:12]
-        rows = [[op] + [fmt(times[lab].get(op, 0.0), 1) for lab in labels] for op in ops]
-        rows.append(["**all ops (profiled step)**"] +
-                    [fmt(sum(times[lab].values()), 1) for lab in labels])
         sec.append("Where the time goes: one extra step under the LibTorch profiler (self time "
                    "per op in ms, the profiler's own overhead included; C++ and Python use the "
                    "same kernels, so the rows line up):\n")
-        sec.append(md_table(["op"] + labels, rows) + "\n")
-    sections[5] = "\n".join(sec)
+        sec.append(profile_table(times) + "\n")
+    return "\n".join(sec)
 
-    # ---------------- targets
-    prof_note = ""
-    if profs and len(times) >= 2:
-        cpp_lab = [lab for lab in times if lab.startswith("anode-cpp_anode_")]
-        off_lab = [lab for lab in times if lab.startswith("anode-official")]
-        if cpp_lab and off_lab:
-            cb = times[cpp_lab[0]].get("aten::convolution_backward", 0.0)
-            ob = times[off_lab[0]].get("aten::convolution_backward", 0.0)
-            tot_c, tot_o = sum(times[cpp_lab[0]].values()), sum(times[off_lab[0]].values())
-            prof_note = (f"in the profiled step convolution_backward takes {fmt(ob, 0)} ms there "
-                         f"against {fmt(cb, 0)} ms here, and all ops {fmt(tot_o, 0)} against "
-                         f"{fmt(tot_c, 0)} ms (ratio {tot_c / tot_o:.2f} under the profiler)")
 
-    def expl_anode(nt):
-        b, an = by.get(("anode-cpp/backprop", nt)), by.get(("anode-cpp/anode", nt))
-        if not b or not an:
-            return ""
-        extra = an["step_ms"] - b["step_ms"]
-        return (f"Backprop: fwd {fmt(b['fwd_ms'], 0)} + bwd {fmt(b['bwd_ms'], 0)} ms; Anode: fwd "
-                f"(no graph) {fmt(an['fwd_ms'], 0)} + bwd (recompute with graph, then backprop) "
-                f"{fmt(an['bwd_ms'], 0)} ms; the extra {fmt(extra, 0)} ms is "
-                f"{fmt(100 * extra / b['fwd_ms'] if b['fwd_ms'] else float('nan'), 0)}% of "
-                "Backprop's forward (theory: one extra forward, ratio 4/3 when backward ≈ 2× "
-                "forward)")
+def profile_note(times):
+    """The profiled convolution_backward and total times of anode's and the official ANODE's
+    step, for the miss of the official-ANODE target ("" without both profiles)."""
+    if len(times) < 2:
+        return ""
+    cpp_lab = [lab for lab in times if lab.startswith("anode-cpp_anode_")]
+    off_lab = [lab for lab in times if lab.startswith("anode-official")]
+    if not (cpp_lab and off_lab):
+        return ""
+    cb = times[cpp_lab[0]].get("aten::convolution_backward", 0.0)
+    ob = times[off_lab[0]].get("aten::convolution_backward", 0.0)
+    tot_c, tot_o = sum(times[cpp_lab[0]].values()), sum(times[off_lab[0]].values())
+    return (f"in the profiled step convolution_backward takes {fmt(ob, 0)} ms there "
+            f"against {fmt(cb, 0)} ms here, and all ops {fmt(tot_o, 0)} against "
+            f"{fmt(tot_c, 0)} ms (ratio {tot_c / tot_o:.2f} under the profiler)")
 
-    for nt in pnts:
-        b, an = by.get(("anode-cpp/backprop", nt)), by.get(("anode-cpp/anode", nt))
-        if b and an:
-            r = an["step_ms"] / b["step_ms"]
-            met = r <= 1.35
-            targets.append([f"Anode / Backprop step time (peers network, N_t={nt})", f"{r:.2f}",
-                            "≤ 1.35", "met" if met else "**missed**"])
-            if not met:
-                misses.append(f"Anode/Backprop at N_t={nt} is {r:.2f}: {expl_anode(nt)}.")
-    for nt in pnts:
-        an, off = by.get(("anode-cpp/anode", nt)), by.get(("anode-official", nt))
-        if an and off:
-            r = an["step_ms"] / off["step_ms"]
-            met = r <= 0.75
-            targets.append([f"anode C++ / official Python ANODE step time (N_t={nt})", f"{r:.2f}",
-                            "≤ 0.75", "met" if met else "**missed**"])
-            if not met:
-                misses.append(
-                    f"anode C++ vs official ANODE at N_t={nt}: {r:.2f} (C++ fwd "
-                    f"{fmt(an['fwd_ms'], 0)} / bwd {fmt(an['bwd_ms'], 0)} ms; Python fwd "
-                    f"{fmt(off['fwd_ms'], 0)} / bwd {fmt(off['bwd_ms'], 0)} ms). Both run the "
-                    "same LibTorch kernels (same build, same threads), and with this conv RHS "
-                    "the kernels are nearly all of the step, so the interpreter overhead C++ "
-                    "removes is small; the gap comes from the backward pass, where the official "
-                    "code calls autograd.grad twice (for z0, then again for θ, retain_graph): "
-                    + (prof_note or "see the profile table in section 5") + ".")
-    tda = by.get(("torchdiffeq-adjoint", 32))
-    b32 = by.get(("anode-cpp/backprop", 32))
+
+def explain_anode_time(peers, nt):
+    """Where Anode's extra step time over Backprop's goes at `nt` (forward and backward)."""
+    b, an = peers.get("anode-cpp/backprop", nt), peers.get("anode-cpp/anode", nt)
+    if not b or not an:
+        return ""
+    extra = an["step_ms"] - b["step_ms"]
+    return (f"Backprop: fwd {fmt(b['fwd_ms'], 0)} + bwd {fmt(b['bwd_ms'], 0)} ms; Anode: fwd "
+            f"(no graph) {fmt(an['fwd_ms'], 0)} + bwd (recompute with graph, then backprop) "
+            f"{fmt(an['bwd_ms'], 0)} ms; the extra {fmt(extra, 0)} ms is "
+            f"{fmt(100 * extra / b['fwd_ms'] if b['fwd_ms'] else float('nan'), 0)}% of "
+            "Backprop's forward (theory: one extra forward, ratio 4/3 when backward ≈ 2× "
+            "forward)")
+
+
+def step_ratio_targets(peers, found, num, den, what, target, explain):
+    """A target row per N_t for `num`'s step time over `den`'s (peers keys), and, where the
+    target is not met, explain(nt, ratio, num row, den row) among the misses."""
+    for nt in peers.nts:
+        a, b = peers.get(num, nt), peers.get(den, nt)
+        if a and b:
+            r = a["step_ms"] / b["step_ms"]
+            found.ratio(what.format(nt=nt), r, target)
+            if not target.met(r):
+                found.misses.append(explain(nt, r, a, b))
+
+
+def peers_targets(peers, times, found):
+    """The targets measured on the peers network, in the order of the report's table."""
+    step_ratio_targets(
+        peers, found, "anode-cpp/anode", "anode-cpp/backprop",
+        "Anode / Backprop step time (peers network, N_t={nt})", ANODE_VS_BACKPROP,
+        lambda nt, r, _an, _b: f"Anode/Backprop at N_t={nt} is {r:.2f}: "
+                               f"{explain_anode_time(peers, nt)}.")
+    step_ratio_targets(
+        peers, found, "anode-cpp/anode", "anode-official",
+        "anode C++ / official Python ANODE step time (N_t={nt})", CPP_VS_OFFICIAL_ANODE,
+        lambda nt, r, an, off: (
+            f"anode C++ vs official ANODE at N_t={nt}: {r:.2f} (C++ fwd "
+            f"{fmt(an['fwd_ms'], 0)} / bwd {fmt(an['bwd_ms'], 0)} ms; Python fwd "
+            f"{fmt(off['fwd_ms'], 0)} / bwd {fmt(off['bwd_ms'], 0)} ms). Both run the "
+            "same LibTorch kernels (same build, same threads), and with this conv RHS "
+            "the kernels are nearly all of the step, so the interpreter overhead C++ "
+            "removes is small; the gap comes from the backward pass, where the official "
+            "code calls autograd.grad twice (for z0, then again for θ, retain_graph): "
+            + (profile_note(times) or "see the profile table in section 5") + "."))
+    mem_key, mem_name = peers.mem_key, peers.mem_name
+    tda = peers.get("torchdiffeq-adjoint", 32)
+    b32 = peers.get("anode-cpp/backprop", 32)
     for kmode, kname in [("anode-k4", "k=4 (checkpoints rebuilt in backward, the default)"),
                          ("anode-k4f", "k=4 (keep_forward_checkpoints)")]:
-        k4 = by.get((f"anode-cpp/{kmode}", 32))
+        k4 = peers.get(f"anode-cpp/{kmode}", 32)
         if k4 and tda and k4[mem_key] > 0 and tda[mem_key] > 0:
             met = k4[mem_key] < tda[mem_key]
-            targets.append([f"Anode {kname}, N_t=32: {mem_name} below torchdiffeq's adjoint",
-                            f"{mib(k4[mem_key])} vs {mib(tda[mem_key])} MiB",
-                            "below", "met" if met else "**missed**"])
+            found.targets.append([f"Anode {kname}, N_t=32: {mem_name} below torchdiffeq's adjoint",
+                                  f"{mib(k4[mem_key])} vs {mib(tda[mem_key])} MiB",
+                                  "below", "met" if met else "**missed**"])
             if not met:
-                misses.append(f"Anode {kname} at N_t=32 peaks at {mib(k4[mem_key])} MiB against "
-                              f"torchdiffeq's adjoint {mib(tda[mem_key])} MiB.")
+                found.misses.append(f"Anode {kname} at N_t=32 peaks at {mib(k4[mem_key])} MiB "
+                                    f"against torchdiffeq's adjoint {mib(tda[mem_key])} MiB.")
         if k4 and b32:
             r = k4["step_ms"] / b32["step_ms"]
-            targets.append([f"Anode {kname} / Backprop step time, N_t=32", f"{r:.2f}", "≤ 1.8",
-                            "met" if r <= 1.8 else "**missed**"])
-            if r > 1.8:
+            found.ratio(f"Anode {kname} / Backprop step time, N_t=32", r,
+                        BINOMIAL_K4_VS_BACKPROP)
+            if BINOMIAL_K4_VS_BACKPROP.missed(r):
                 why = (" Rebuilding the k checkpoints costs one more forward sweep per block "
                        "(about N_t steps without a graph); keep_forward_checkpoints(true) saves "
                        "it for O(L·k) instead of O(L)+O(k) stored states."
                        if kmode == "anode-k4" else "")
-                misses.append(f"Anode {kname} at N_t=32 costs {r:.2f}× Backprop: RHS evaluations "
-                              f"{k4['rhs_evals_fwd']}+{k4['rhs_evals_bwd']} vs "
-                              f"{b32['rhs_evals_fwd']}+{b32['rhs_evals_bwd']}.{why}")
+                found.misses.append(f"Anode {kname} at N_t=32 costs {r:.2f}× Backprop: RHS "
+                                    f"evaluations {k4['rhs_evals_fwd']}+{k4['rhs_evals_bwd']} vs "
+                                    f"{b32['rhs_evals_fwd']}+{b32['rhs_evals_bwd']}.{why}")
     for impl, what in [("anode-official", "anode C++ / official Python ANODE step time"),
                        ("torchdiffeq-adjoint", "Anode k=4 vs torchdiffeq's adjoint memory")]:
-        if not any(k == impl for (k, _n) in by):
-            why = [s_ for s_ in skipped if s_.startswith(impl)] or ["not run"]
-            targets.append([what, "not measured", "", why[0]])
-    if fits:
-        fb = [f for f in fits if f[0] == "backprop"]
-        fa = [f for f in fits if f[0] == "anode"]
-        if fb:
-            targets.append(["Backprop memory follows a + b·L·N_t (max residual)",
-                            f"{fb[0][2] * 100:.1f}%", "O(L·N_t)", ""])
-        if fa:
-            targets.append(["Anode memory follows a + c·L + d·N_t (max residual)",
-                            f"{fa[0][4] * 100:.1f}%", "O(L)+O(N_t)", ""])
-    # ---------------- 6. the binomial trade-off curve
+        if not peers.measured(impl):
+            why = [s_ for s_ in peers.skipped if s_.startswith(impl)] or ["not run"]
+            found.targets.append([what, "not measured", "", why[0]])
+
+
+# ----------------------------------------------------------------------------- 6. trade-off
+
+def plot_tradeoff(by_mode, mkey, base_ms, L, nt, docs):
+    """bench_tradeoff.png: step time against peak memory for every number of checkpoints."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for suffix, style, label in [("", "o-", "Anode, k checkpoints rebuilt in backward "
+                                  "(default)"),
+                                 ("f", "s--", "Anode, keep_forward_checkpoints")]:
+        pts = [(k, by_mode.get(f"anode-k{k}{suffix}")) for k in TRADEOFF_K]
+        pts = [(k, r) for k, r in pts if r]
+        if suffix == "f":  # k >= N_t is the whole-block scheme either way
+            whole = by_mode.get(f"anode-k{TRADEOFF_K[-1]}")
+            if whole and TRADEOFF_K[-1] >= nt:
+                pts.append((TRADEOFF_K[-1], whole))
+        if not pts:
+            continue
+        ax.plot([r[mkey] / MIB for _k, r in pts], [r["step_ms"] / base_ms for _k, r in pts],
+                style, color="tab:green" if suffix == "" else "tab:olive", label=label)
+        for k, r in pts:
+            ax.annotate(f"k={k}", (r[mkey] / MIB, r["step_ms"] / base_ms),
+                        textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for mode, marker in [("backprop", "X"), ("adjoint", "D")]:
+        r = by_mode.get(mode)
+        if r:
+            ax.plot([r[mkey] / MIB], [r["step_ms"] / base_ms], marker, markersize=9,
+                    color=COLORS.get(mode), label=mode.capitalize() +
+                    (" (inexact gradient)" if mode == "adjoint" else ""))
+    ax.set(xscale="log", xlabel=("peak heap" if mkey == "heap_peak_bytes" else
+                                 "peak tensors") + " [MiB]",
+           ylabel="step time / Backprop's",
+           title=f"Binomial checkpointing trade-off: L = {L}, N_t = {nt}, RK2")
+    plain(ax)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    save(fig, docs, "bench_tradeoff.png")
+
+
+def tradeoff_section(data, docs):
+    """Section 6 (None without tradeoff.csv): binomial checkpointing, memory against time."""
     tpath = os.path.join(data, "tradeoff.csv")
-    if os.path.isfile(tpath):
-        tmeta, trows = read_csv(tpath)
-        trows = [r for r in ok(trows) if r["rhs"] == "conv"]
-        if trows:
-            L, nt = trows[0]["L"], trows[0]["nt"]
-            mkey = "heap_peak_bytes" if all(r["heap_peak_bytes"] > 0 for r in trows) else \
-                "peak_bytes"
-            by_mode = {r["mode"]: r for r in trows}
-            back = by_mode.get("backprop")
-            base_ms = back["step_ms"] if back else float("nan")
-            fig, ax = plt.subplots(figsize=(6.4, 4.6))
-            for suffix, style, label in [("", "o-", "Anode, k checkpoints rebuilt in backward "
-                                          "(default)"),
-                                         ("f", "s--", "Anode, keep_forward_checkpoints")]:
-                pts = [(k, by_mode.get(f"anode-k{k}{suffix}")) for k in TRADEOFF_K]
-                pts = [(k, r) for k, r in pts if r]
-                if suffix == "f":  # k >= N_t is the whole-block scheme either way
-                    whole = by_mode.get(f"anode-k{TRADEOFF_K[-1]}")
-                    if whole and TRADEOFF_K[-1] >= nt:
-                        pts.append((TRADEOFF_K[-1], whole))
-                if not pts:
-                    continue
-                ax.plot([r[mkey] / MIB for _k, r in pts], [r["step_ms"] / base_ms for _k, r in pts],
-                        style, color="tab:green" if suffix == "" else "tab:olive", label=label)
-                for k, r in pts:
-                    ax.annotate(f"k={k}", (r[mkey] / MIB, r["step_ms"] / base_ms),
-                                textcoords="offset points", xytext=(4, 4), fontsize=7)
-            for mode, marker in [("backprop", "X"), ("adjoint", "D")]:
-                r = by_mode.get(mode)
-                if r:
-                    ax.plot([r[mkey] / MIB], [r["step_ms"] / base_ms], marker, markersize=9,
-                            color=colors.get(mode), label=mode.capitalize() +
-                            (" (inexact gradient)" if mode == "adjoint" else ""))
-            ax.set(xscale="log", xlabel=("peak heap" if mkey == "heap_peak_bytes" else
-                                         "peak tensors") + " [MiB]",
-                   ylabel="step time / Backprop's",
-                   title=f"Binomial checkpointing trade-off: L = {L}, N_t = {nt}, RK2")
-            plain(ax)
-            ax.grid(alpha=0.3, which="both")
-            ax.legend(fontsize=8)
-            fig.tight_layout()
-            fig.savefig(png("bench_tradeoff.png"), dpi=110)
-            plt.close(fig)
-            rows = []
-            for mode in TRADEOFF_MODES:
-                r = by_mode.get(mode)
-                if not r:
-                    continue
-                rows.append([mode, r["checkpoints"] if mode.startswith("anode") else "",
-                             fmt(r["step_ms"], 0), fmt(r["step_ms"] / base_ms, 2),
-                             mib(r[mkey]), r["rhs_evals_fwd"], r["rhs_evals_bwd"]])
-            sec = ["## 6. Binomial checkpointing: memory against time\n",
-                   f"`bench_scaling` on {tmeta.get('conv', '?')}, L = {L} blocks, N_t = {nt} RK2 "
-                   "steps, one training step per point. `anode-kK`: K checkpoints per block, "
-                   "rebuilt by the block's backward from its input (the default: "
-                   "O(L) + O(K) stored states); `anode-kKf`: the same checkpoints stored by the "
-                   "forward pass (`keep_forward_checkpoints(true)`: O(L·K) states, one forward "
-                   "sweep per block less). K ≥ N_t is the paper's whole-block recompute. Every "
-                   "Anode point gives the exact gradient; the Adjoint's is not.\n",
-                   "![trade-off](bench_tradeoff.png)\n",
-                   md_table(["mode", "k", "step ms", "× Backprop", "peak MiB", "RHS evals fwd",
-                             "RHS evals bwd"], rows) + "\n"]
-            sections[6] = "\n".join(sec)
-    return [sections[k] for k in sorted(sections)], headline, targets, misses, smeta
+    if not os.path.isfile(tpath):
+        return None
+    tmeta, trows = read_csv(tpath)
+    trows = [r for r in ok(trows) if r["rhs"] == "conv"]
+    if not trows:
+        return None
+    L, nt = trows[0]["L"], trows[0]["nt"]
+    mkey = "heap_peak_bytes" if all(r["heap_peak_bytes"] > 0 for r in trows) else "peak_bytes"
+    by_mode = {r["mode"]: r for r in trows}
+    back = by_mode.get("backprop")
+    base_ms = back["step_ms"] if back else float("nan")
+    plot_tradeoff(by_mode, mkey, base_ms, L, nt, docs)
+    rows = []
+    for mode in TRADEOFF_MODES:
+        r = by_mode.get(mode)
+        if not r:
+            continue
+        rows.append([mode, r["checkpoints"] if mode.startswith("anode") else "",
+                     fmt(r["step_ms"], 0), fmt(r["step_ms"] / base_ms, 2),
+                     mib(r[mkey]), r["rhs_evals_fwd"], r["rhs_evals_bwd"]])
+    sec = ["## 6. Binomial checkpointing: memory against time\n",
+           f"`bench_scaling` on {tmeta.get('conv', '?')}, L = {L} blocks, N_t = {nt} RK2 "
+           "steps, one training step per point. `anode-kK`: K checkpoints per block, "
+           "rebuilt by the block's backward from its input (the default: "
+           "O(L) + O(K) stored states); `anode-kKf`: the same checkpoints stored by the "
+           "forward pass (`keep_forward_checkpoints(true)`: O(L·K) states, one forward "
+           "sweep per block less). K ≥ N_t is the paper's whole-block recompute. Every "
+           "Anode point gives the exact gradient; the Adjoint's is not.\n",
+           "![trade-off](bench_tradeoff.png)\n",
+           markdown_table(["mode", "k", "step ms", "× Backprop", "peak MiB", "RHS evals fwd",
+                           "RHS evals bwd"], rows) + "\n"]
+    return "\n".join(sec)
+
+
+# ----------------------------------------------------------------------------- all sections
+
+def plots_and_sections(a, data, docs):
+    """Every plot and section of the report, in section order, with what they found."""
+    found = Findings()
+    sections = {}
+    smeta, srows = read_csv(os.path.join(data, "scaling.csv"))
+    sections[1], fits = scaling_section(srows, smeta, docs, found)
+
+    gmeta, grows = read_csv(os.path.join(data, "gradients.csv"))
+    grows = ok(grows)
+    rhss = list(dict.fromkeys(r["rhs"] for r in grows))
+    gm = shown_method(grows)
+    plot_gradient_errors(grows, rhss, gm, docs)
+    plot_otd_dto(grows, rhss, gm, docs)
+    sections[2] = gradient_accuracy_section(grows, gmeta, rhss, gm, found)
+    sections[4] = otd_dto_section(grows, gmeta, rhss, gm)
+
+    rmeta, rrows = read_csv(os.path.join(data, "reverse.csv"))
+    sections[3] = reverse_section(rmeta, rrows, docs, found)
+
+    peers = Peers(data, a.device)
+    if peers.rows_ok:
+        plot_peers(peers, docs)
+    profs, times = profile_times(data)
+    sections[5] = peers_section(peers, profs, times)
+    peers_targets(peers, times, found)
+    memory_fit_targets(fits, found)
+
+    tradeoff = tradeoff_section(data, docs)
+    if tradeoff is not None:
+        sections[6] = tradeoff
+    return ([sections[k] for k in sorted(sections)], found.headline, found.targets, found.misses,
+            smeta)
 
 
 # ----------------------------------------------------------------------------- the report
 
 def versions(data):
-    info = {}
-    for name in ("scaling.csv", "peers.csv"):
-        p = os.path.join(data, name)
-        if os.path.isfile(p):
-            info.update({k: v for k, v in read_csv(p)[0].items() if k not in info})
+    """The machine and software of the run, from the benchmarks' CSV metadata, and each Python
+    peer's version and revision."""
+    info = merged_metadata(p for p in (os.path.join(data, "scaling.csv"),
+                                       os.path.join(data, "peers.csv")) if os.path.isfile(p))
     for p in glob.glob(os.path.join(data, "peers_py_*.csv")):
         meta, rows = read_csv(p)
         impl = rows[0]["impl"] if rows else "?"
@@ -1035,14 +1137,14 @@ def write_report(a, data, docs, started, elapsed, load_before, load_after):
             ["Python / torch", f"{info.get('python', '?')} / {info.get('python torch', '?')}"],
             ["torchdiffeq", info.get("torchdiffeq", info.get("torchdiffeq-adjoint", "not run"))],
             ["official ANODE", info.get("anode-official", "not run")],
-            ["anode", read_version()]]
+            ["anode", machine.anode_version(ROOT)]]
     lines.append("## Machine and versions\n")
-    lines.append(md_table(["", ""], mach) + "\n")
+    lines.append(markdown_table(["", ""], mach) + "\n")
     lines.append("## Targets and headline figures\n")
     if targets:
-        lines.append(md_table(["what", "measured", "target", ""], targets) + "\n")
+        lines.append(markdown_table(["what", "measured", "target", ""], targets) + "\n")
     if headline:
-        lines.append(md_table(["accuracy", "value", "context", ""], headline) + "\n")
+        lines.append(markdown_table(["accuracy", "value", "context", ""], headline) + "\n")
     if misses:
         lines.append("### Missed targets: why\n")
         if noisy:
@@ -1070,17 +1172,6 @@ def write_report(a, data, docs, started, elapsed, load_before, load_after):
     log(f"wrote {os.path.join(docs, 'benchmarks.md')}")
 
 
-def read_version():
-    try:
-        with open(os.path.join(ROOT, "include", "anode", "version.hpp")) as f:
-            for line in f:
-                if "ANODE_VERSION " in line and '"' in line:
-                    return line.split('"')[1]
-    except OSError:
-        pass
-    return "?"
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1103,7 +1194,7 @@ def main():
         ap.error("--full and --smoke exclude each other")
     t0 = time.time()
     started = datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M")
-    load_before = os.getloadavg()[0]
+    load_before = machine.load_average()
     os.makedirs(a.data_dir, exist_ok=True)
     os.makedirs(a.docs_dir, exist_ok=True)
     if not a.reuse:
@@ -1131,7 +1222,7 @@ def main():
         a.full, a.smoke, a.threads = r["full"], r["smoke"], r["threads"]
         a.device = r.get("device", "cpu")
     else:
-        elapsed, load_after = time.time() - t0, os.getloadavg()[0]
+        elapsed, load_after = time.time() - t0, machine.load_average()
         with open(run_file, "w") as f:
             json.dump(dict(started=started, elapsed_s=elapsed, load_before=load_before,
                            load_after=load_after, full=a.full, smoke=a.smoke, threads=a.threads,

@@ -1,0 +1,295 @@
+#!/usr/bin/python3
+"""Tests of scripts/anode_report (what the report scripts share) and of the scripts' own parsing,
+on small committed fixtures and on the results committed in docs/results/. Standard library only:
+
+    python3 -m unittest discover -s scripts -p 'test_*.py'
+
+The fixtures under scripts/testdata/gpu_check/ are the real output of GoogleTest 1.12 and CTest
+3.25 (scripts/testdata/README.md says how they were made), so a parser that misreads those
+formats fails here rather than on a lent GPU machine.
+"""
+import math
+import os
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from anode_report import machine, results, tables, targets, testlogs  # noqa: E402
+import bench_mlp  # noqa: E402
+import gpu_summary  # noqa: E402
+import report  # noqa: E402
+
+FIXTURES = os.path.join(HERE, "testdata", "gpu_check")
+
+
+def write(folder, name, text):
+    path = os.path.join(folder, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+class ResultsCsv(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.addCleanup(self.dir.cleanup)
+
+    def test_metadata_lines_become_a_dict_and_cells_numbers(self):
+        path = write(self.dir.name, "a.csv",
+                     "# cpu=Intel Xeon  \n#torch=1.13\n# cpu=second value ignored\n"
+                     "mode,nt,step_ms,status,note\nanode,8,1.5,ok,\n\nbackprop,16,nan,ok,x\n")
+        meta, rows = results.read_csv(path)
+        self.assertEqual(meta, {"cpu": "Intel Xeon", "torch": "1.13"})
+        self.assertEqual(rows[0], {"mode": "anode", "nt": 8, "step_ms": 1.5, "status": "ok",
+                                   "note": ""})
+        self.assertIsInstance(rows[0]["nt"], int)
+        self.assertTrue(math.isnan(rows[1]["step_ms"]))
+        self.assertEqual(len(rows), 2)  # the blank line is not a row
+
+    def test_without_numbers_the_cells_stay_as_written(self):
+        path = write(self.dir.name, "b.csv", "# k=v\nnt,step_ms\n08,1.50\n")
+        _meta, rows = results.read_csv(path, numbers=False)
+        self.assertEqual(rows, [{"nt": "08", "step_ms": "1.50"}])
+
+    def test_parse_number(self):
+        self.assertEqual(results.parse_number("12"), 12)
+        self.assertEqual(results.parse_number("-1"), -1)
+        self.assertEqual(results.parse_number("1e3"), 1000.0)
+        self.assertEqual(results.parse_number("float32"), "float32")
+        self.assertEqual(results.parse_number(""), "")
+        self.assertIsNone(results.parse_number(None))
+
+    def test_concat_keeps_the_first_metadata_and_one_header(self):
+        a = write(self.dir.name, "a.csv", "# impl=cpp\nimpl,nt\ncpp,2\n")
+        b = write(self.dir.name, "b.csv", "# impl=py\n# torch=1.13\nimpl,nt\npy,2\npy,8\n")
+        out = os.path.join(self.dir.name, "all.csv")
+        results.concat_csvs([a, b], out)
+        with open(out) as f:
+            self.assertEqual(f.read(), "# impl=cpp\nimpl,nt\ncpp,2\npy,2\npy,8\n")
+        meta, rows = results.read_csv(out)
+        self.assertEqual(meta, {"impl": "cpp"})
+        self.assertEqual([r["impl"] for r in rows], ["cpp", "py", "py"])
+
+    def test_merged_metadata_takes_each_key_from_the_first_file_that_has_it(self):
+        a = write(self.dir.name, "a.csv", "# cpu=A\nx\n1\n")
+        b = write(self.dir.name, "b.csv", "# cpu=B\n# blas=openblas\nx\n1\n")
+        self.assertEqual(results.merged_metadata([a, b]), {"cpu": "A", "blas": "openblas"})
+
+    def test_reads_what_the_cpp_harness_writes(self):
+        # benchmarks/harness/csv.hpp: "# key=value" lines, then the header, then the rows.
+        path = write(self.dir.name, "h.csv", "# date=2026-11-26T16:27:57Z\n# cuda=none\n"
+                     "rhs,L,nt,peak_bytes\nconv,4,16,123456789\n")
+        meta, rows = results.read_csv(path)
+        self.assertEqual(meta["date"], "2026-11-26T16:27:57Z")
+        self.assertEqual(rows[0]["peak_bytes"], 123456789)
+
+
+class Tables(unittest.TestCase):
+    def test_markdown_table(self):
+        self.assertEqual(tables.markdown_table(["a", "b"], [[1, "x"], [2.5, ""]]),
+                         "| a | b |\n|---|---|\n| 1 | x |\n| 2.5 |  |")
+
+    def test_text_table_pads_columns_and_strips_line_ends(self):
+        self.assertEqual(tables.text_table(["N_t", "ms"], [["2", "10.5"], ["32", "n/a"]]),
+                         ["N_t  ms", "---  ----", "2    10.5", "32   n/a"])
+        self.assertEqual(tables.text_table(["what", ""], []), ["what", "----  "])
+
+    def test_missing_values_read_n_a(self):
+        for v in (None, "", float("nan")):
+            self.assertEqual(tables.fmt(v), "n/a")
+            self.assertEqual(tables.sci(v), "n/a")
+        self.assertEqual(tables.mib(-1), "n/a")
+        self.assertEqual(tables.fmt(1.234, 1), "1.2")
+        self.assertEqual(tables.sci(0.000123), "1.2e-04")
+        self.assertEqual(tables.mib(3 * 1024 * 1024), "3.0")
+
+    def test_duration(self):
+        self.assertEqual(tables.duration(187), "3m07s")
+        self.assertEqual(tables.duration(3900), "1h05m")
+
+
+class Targets(unittest.TestCase):
+    def test_met_missed_and_not_measured(self):
+        t = targets.ANODE_VS_BACKPROP
+        self.assertTrue(t.met(1.35))
+        self.assertFalse(t.missed(1.35))
+        self.assertTrue(t.missed(1.36))
+        nan = float("nan")
+        self.assertFalse(t.met(nan))
+        self.assertFalse(t.missed(nan))
+        self.assertEqual(t.verdict(1.0), "met")
+        self.assertEqual(t.verdict(2.0, "MISSED"), "MISSED")
+
+    def test_bounds_read_as_the_reports_print_them(self):
+        self.assertEqual(targets.ANODE_VS_BACKPROP.bound(), "≤ 1.35")
+        self.assertEqual(targets.BINOMIAL_K4_VS_BACKPROP.bound(ascii_only=True), "<= 1.8")
+        self.assertEqual(targets.CPP_VS_OFFICIAL_ANODE.bound(), "≤ 0.75")
+
+
+class Machine(unittest.TestCase):
+    def test_anode_version_comes_from_the_header(self):
+        with open(os.path.join(ROOT, "include", "anode", "version.hpp")) as f:
+            self.assertIn(f'"{machine.anode_version(ROOT)}"', f.read())
+        self.assertEqual(machine.anode_version(os.path.join(ROOT, "no-such-folder")), "?")
+
+    def test_load_average_is_a_number(self):
+        self.assertIsInstance(machine.load_average(), float)
+
+    def test_loaded_library_of_a_program_without_it(self):
+        self.assertEqual(machine.loaded_library(sys.executable, "libno-such-library.so"),
+                         "unknown")
+
+
+class GoogleTestJson(unittest.TestCase):
+    def test_outcomes_of_every_case(self):
+        run = testlogs.read_gtest_json(os.path.join(FIXTURES, "work", "tests", "test_cuda.json"))
+        got = {c.name: c.outcome for c in run.cases}
+        self.assertEqual(got, {"Cuda.Passes": testlogs.PASSED, "Cuda.Fails": testlogs.FAILED,
+                               "Cuda.IsSkipped": testlogs.SKIPPED,
+                               "Usage.Passes": testlogs.PASSED})
+        fails = run.with_outcome(testlogs.FAILED)[0]
+        self.assertIn("one is not two", fails.message)
+        self.assertNotIn("\n", fails.message)
+        self.assertEqual(run.seconds, 0.0)
+
+    def test_a_filtered_run_lists_only_what_ran(self):
+        run = testlogs.read_gtest_json(os.path.join(FIXTURES, "work", "tests",
+                                                    "test_usage_cuda.json"))
+        self.assertEqual(len(run.cases), 3)
+        self.assertTrue(all(c.name.startswith("Cuda.") for c in run.cases))
+
+    def test_time_and_disabled_tests(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = write(d, "t.json", '{"time": "2.803s", "testsuites": [{"name": "S", '
+                         '"testsuite": [{"name": "DISABLED_x", "status": "NOTRUN", '
+                         '"result": "SUPPRESSED", "time": "0s"}]}]}')
+            run = testlogs.read_gtest_json(path)
+        self.assertAlmostEqual(run.seconds, 2.803)
+        self.assertEqual(run.cases[0].outcome, testlogs.NOT_RUN)
+
+
+class CTestJUnit(unittest.TestCase):
+    def test_outcomes_of_a_run_stopped_by_its_stop_time(self):
+        run = testlogs.read_ctest_junit(os.path.join(FIXTURES, "work", "tests", "ctest.xml"))
+        got = {c.name: (c.outcome, c.message) for c in run.cases}
+        self.assertEqual(got["unit.passes"], (testlogs.PASSED, ""))
+        self.assertEqual(got["unit.fails"][0], testlogs.FAILED)
+        self.assertEqual(got["lint.skipped"], (testlogs.SKIPPED, "SKIP_RETURN_CODE=77"))
+        self.assertEqual(got["slow.times_out"][0], testlogs.FAILED)
+        self.assertEqual(got["missing.not_run"], (testlogs.NOT_RUN, "Unable to find executable"))
+        self.assertNotIn("slow.three", got)  # never started: the stop time came first
+
+    def test_the_list_names_every_test(self):
+        names = testlogs.read_ctest_list(os.path.join(FIXTURES, "work", "tests",
+                                                      "ctest_list.json"))
+        self.assertEqual(names, ["unit.passes", "unit.fails", "lint.skipped", "slow.times_out",
+                                 "missing.not_run", "slow.two", "slow.three"])
+
+
+class GpuSummaryTests(unittest.TestCase):
+    work = os.path.join(FIXTURES, "work")
+    results_dir = os.path.join(FIXTURES, "results")
+
+    def test_gtest_section_from_the_json(self):
+        lines = gpu_summary.gtest_section(self.work, self.results_dir)
+        self.assertIn("  test_cuda: ran 4 tests in 0.0 s", lines)
+        self.assertIn("  test_usage's Cuda tests: ran 3 tests in 0.0 s", lines)
+        self.assertIn("  passed 3, skipped 2, failed 2", lines)
+        self.assertTrue(any(ln.startswith("  FAILED test_cuda: Cuda.Fails: t.cpp:4")
+                            for ln in lines))
+        # The figures the tests print come from the console log.
+        self.assertIn("    Adjoint vs Backprop on CUDA, RK2, N_t 2/8/32: 0.0023 0.00014", lines)
+
+    def test_gtest_section_says_when_a_program_left_no_json(self):
+        with tempfile.TemporaryDirectory() as d:
+            write(d, "test_cuda.log", "Segmentation fault\n")
+            lines = gpu_summary.gtest_section(d, d)
+        self.assertEqual(sum("no JSON result" in ln for ln in lines), 2)
+        self.assertFalse(any(ln.startswith("  passed") for ln in lines))
+
+    def test_ctest_section_names_what_did_not_pass_or_start(self):
+        lines = gpu_summary.ctest_section(self.work, self.results_dir)
+        self.assertIn("  ran 6 of 7: passed 1, failed 3, skipped 1, not run 1", lines)
+        self.assertIn("  not run: missing.not_run (Unable to find executable), 0.0 s", lines)
+        self.assertIn("  not started before the stage's time ran out: slow.three", lines)
+        self.assertFalse(any("lint.skipped" in ln for ln in lines))
+
+    def test_ctest_section_without_junit(self):
+        with tempfile.TemporaryDirectory() as d:
+            write(d, "ctest.log", "100% tests passed out of 24\n")  # CTest 4's wording
+            lines = gpu_summary.ctest_section(d, d)
+        self.assertTrue(any("no JUnit result" in ln for ln in lines))
+
+    def test_no_logs_no_section(self):
+        with tempfile.TemporaryDirectory() as d:
+            self.assertEqual(gpu_summary.gtest_section(d, d), [])
+            self.assertEqual(gpu_summary.ctest_section(d, d), [])
+
+
+class BenchMlp(unittest.TestCase):
+    def test_committed_tables_follow_from_the_committed_csv(self):
+        # docs/bench_mlp.md and docs/results/bench_mlp.csv come from the same run: the tables
+        # rebuilt from the CSV (read back as the run held its rows) must be the document's.
+        rows = bench_mlp.read_csv(os.path.join(ROOT, "docs", "results", "bench_mlp.csv"))
+        with open(os.path.join(ROOT, "docs", "bench_mlp.md")) as f:
+            doc = f.read()
+
+        def ref_of(g):
+            return "torchdiffeq-dopri5" if g.get("method") == "dopri5" else "torchdiffeq-rk2"
+        blas = sorted({x["blas"] for x in rows})
+        self.assertEqual(blas, ["openblas", "reference"])
+        for name in blas:
+            main = [x for x in rows if x["blas"] == name and x["batch"] == 256]
+            table = bench_mlp.markdown_table(["method"] + bench_mlp.RATIO_COLUMNS,
+                                             bench_mlp.ratio_rows(main, ["method"], ref_of))
+            self.assertIn(table, doc)
+
+    def test_a_row_that_did_not_run_has_no_step_time(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = write(d, "m.csv", "round,blas,batch,method,impl,step_ms,status\n"
+                         "0,openblas,256,rk2,torchdiffeq-rk2,,error: x\n")
+            rows = bench_mlp.read_csv(path)
+        self.assertNotIn("step_ms", rows[0])
+        self.assertEqual(rows[0]["batch"], 256)
+
+    def test_round_ratios_pair_rows_of_the_same_round(self):
+        sel = [dict(impl="a", round=0, step_ms=2.0), dict(impl="ref", round=0, step_ms=4.0),
+               dict(impl="a", round=1, step_ms=3.0), dict(impl="ref", round=1, step_ms=3.0),
+               dict(impl="a", round=2)]
+        self.assertEqual(bench_mlp.round_ratios(sel, "a", "ref"), [0.5, 1.0])
+
+
+class ReportHelpers(unittest.TestCase):
+    def test_profile_self_times_subtract_nested_events(self):
+        trace = ('{"traceEvents": [{"ph": "X", "name": "outer", "ts": 0, "dur": 1000, "pid": 1, '
+                 '"tid": 1}, {"ph": "X", "name": "inner", "ts": 100, "dur": 300, "pid": 1, '
+                 '"tid": 1}, {"ph": "X", "name": "inner", "ts": 500, "dur": 200, "pid": 1, '
+                 '"tid": 2}, {"ph": "i", "name": "marker", "ts": 0}]}')
+        with tempfile.TemporaryDirectory() as d:
+            times = report.profile_self_times(write(d, "p.json", trace))
+        self.assertAlmostEqual(times["outer"], 0.7)  # 1000 us less the 300 us nested in it
+        self.assertAlmostEqual(times["inner"], 0.5)  # its own thread's event is not nested
+        self.assertNotIn("marker", times)
+
+    def test_step_time_ratios_match_rhs_method_L_and_nt(self):
+        row = dict(rhs="conv", method="RK2", L=1, nt=2)
+        rows = [dict(row, mode="anode", step_ms=3.0), dict(row, mode="backprop", step_ms=2.0),
+                dict(row, mode="backprop", step_ms=1.0, nt=4)]
+        got = report.step_time_ratios(rows, "anode", "backprop")
+        self.assertEqual([q for _r, q in got], [1.5])
+
+    def test_findings_keep_the_order_sections_add_them(self):
+        found = report.Findings()
+        conv = [dict(mode="anode", L=2, nt=4, state_bytes=10, peak_bytes=300),
+                dict(mode="backprop", L=1, nt=4, peak_bytes=100)]
+        text = report.memory_model_lines(conv, found)
+        self.assertIn("ratio 2.50 to 2.50 over 1 points", text[0])  # 300 / (2·10 + 100)
+        self.assertEqual(found.targets[0][1:], ["2.50", "≤ 1.2", "**missed**"])
+        self.assertEqual(len(found.misses), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
