@@ -22,6 +22,10 @@ struct RHSImpl : torch::nn::Module {
 TORCH_MODULE(RHS);
 // [snippet using-it]
 
+// [snippet memory]
+#include <anode/memory.hpp>  // the meters: include it yourself, not through anode.hpp
+// [snippet memory]
+
 #include <iostream>
 
 namespace {
@@ -32,7 +36,7 @@ void memory() {
     torch::tanh(torch::randn({32, 64}).matmul(w)).sum().backward();
   };
   // [snippet memory]
-  anode::memory::install_cpu_meter();           // first thing in main(); idempotent
+  anode::memory::install_cpu_meter();           // first in main(), before any tensor exists
   anode::memory::PeakScope scope(torch::kCPU);  // or a CUDA device (the caching allocator's stats)
   train_step();                                 // your forward and backward pass
   std::cout << scope.peak_bytes() << " bytes\n";  // peak above what was live at construction
@@ -71,6 +75,24 @@ void functional() {
   TORCH_CHECK(W.grad().defined() && z0.grad().defined(), "no gradient for W or z0");
 }
 
+void module_kinds() {
+  // [snippet module-kinds]
+  // A Sequential or an AnyModule is called with the state alone, f(x).
+  torch::nn::Sequential mlp(torch::nn::Linear(2, 32), torch::nn::Tanh(), torch::nn::Linear(32, 2));
+  anode::ODEBlock<torch::nn::SequentialImpl> ode(mlp, anode::ODEBlockOptions().steps(4));
+  torch::nn::Sequential model(ode, torch::nn::Linear(2, 1));  // an ordinary layer
+  // Every ODE block of a model, whatever its right-hand side's type (anode::ODEBlockBase):
+  for (auto& b : anode::ode_blocks(model)) b->options.method(anode::Method::RK4);
+  auto y = model->forward(torch::randn({8, 2}));
+  auto check = anode::check_gradients(ode, torch::randn({8, 2}));  // with the block's options
+  // [snippet module-kinds]
+  y.sum().backward();
+  TORCH_CHECK(ode->options.method() == anode::Method::RK4, "ode_blocks did not configure it");
+  TORCH_CHECK(ode->stats().accepted_steps == 4, "the block took ", ode->stats().accepted_steps,
+              " steps");
+  TORCH_CHECK(check.max_rel_error_backprop < 1e-5, "Anode against Backprop: ", check);
+}
+
 void trajectory() {
   // [snippet trajectory]
   torch::nn::Linear rhs_module(2, 2);         // any module, as for ODEBlock
@@ -105,6 +127,7 @@ int main() {
   torch::manual_seed(0);
   memory();  // first: the meter is installed before the other snippets allocate
   using_it();
+  module_kinds();
   functional();
   trajectory();
   gradcheck();

@@ -427,7 +427,8 @@ TEST_F(Cuda, BinomialMemoryIsFlatInStepsAndInferenceStoresNothing) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 4. No host-device synchronisation in the step loop (README: "only check_finite(true) syncs").
+// 4. No host-device synchronisation in the step loop (docs/design.md: "only check_finite(true)
+// syncs").
 // Two mechanical checks, both needing CUDA headers:
 //  - c10's sync debug mode set to error: every synchronising call LibTorch makes (.item(), a
 //    blocking device-to-host copy, a stream or device synchronize) raises;
