@@ -20,6 +20,8 @@
 
 namespace anode {
 
+class MemoryPlan;  // anode/memory_plan.hpp
+
 /// Options for `ODEBlock` and `odeint`.
 ///
 /// Example:
@@ -94,6 +96,11 @@ struct ODEBlockOptions {
   /// method only an interval that starts without a carried first stage (the first of a solve) can
   /// keep its graph. Off by default.
   TORCH_ARG(bool, keep_latest_graph) = false;
+  /// `Gradient::Anode`: one byte budget for a whole training step, shared by every block whose
+  /// options hold the same plan, which then decides per block what `checkpoints`,
+  /// `keep_forward_checkpoints`, `memory_budget` and `keep_latest_graph` would (so setting any of
+  /// them too is an error). See anode/memory_plan.hpp. Default: none.
+  TORCH_ARG(std::shared_ptr<MemoryPlan>, memory_plan) = nullptr;
 
  public:
   /// A user's explicit Butcher tableau (fixed or embedded), used instead of `method`'s. It is
@@ -119,7 +126,7 @@ struct ODEBlockOptions {
  public:
   /// These options with gradient `g`: when `g` is not `Gradient::Anode`, the options only Anode
   /// accepts (checkpoints, keep_forward_checkpoints, memory_budget, keep_latest_graph,
-  /// generators) are reset to their defaults, so that the result validates. Used wherever the
+  /// generators, memory_plan) are reset to their defaults, so that the result validates. Used wherever the
   /// same solve is run under another gradient mode (a Backprop reference, a gradient-gap study).
   ODEBlockOptions with_gradient(Gradient g) const {
     ODEBlockOptions o = *this;
@@ -130,7 +137,8 @@ struct ODEBlockOptions {
           .keep_forward_checkpoints(d.keep_forward_checkpoints())
           .memory_budget(d.memory_budget())
           .keep_latest_graph(d.keep_latest_graph())
-          .generators(d.generators());
+          .generators(d.generators())
+          .memory_plan(d.memory_plan());
     }
     return o;
   }
@@ -199,6 +207,20 @@ struct ODEBlockOptions {
                   checkpoints_, ", memory_budget ", memory_budget_,
                   ") exists to avoid; use one or the other");
     }
+    if (memory_plan_) {
+      TORCH_CHECK(gradient_ == Gradient::Anode,
+                  "anode: ODEBlockOptions::memory_plan applies to Gradient::Anode only, but "
+                  "gradient is ",
+                  to_string(gradient_), "; set memory_plan(nullptr) or gradient(anode::Gradient::Anode)");
+      const auto planned = [](bool set, const std::string& what) {
+        TORCH_CHECK(!set, "anode: ODEBlockOptions::memory_plan decides what ", what,
+                    " would, block by block; set one or the other");
+      };
+      planned(checkpoints_ != 0, "checkpoints(" + std::to_string(checkpoints_) + ")");
+      planned(memory_budget_ != 0, "memory_budget(" + std::to_string(memory_budget_) + ")");
+      planned(keep_forward_checkpoints_, "keep_forward_checkpoints(true)");
+      planned(keep_latest_graph_, "keep_latest_graph(true)");
+    }
     TORCH_CHECK(!keep_forward_checkpoints_ || checkpoints_ > 0 || memory_budget_ > 0,
                 "anode: ODEBlockOptions::keep_forward_checkpoints(true) needs binomial "
                 "checkpointing (checkpoints(k) with 1 <= k < steps, or a memory_budget), but "
@@ -259,6 +281,7 @@ inline std::ostream& operator<<(std::ostream& os, const ODEBlockOptions& o) {
   if (!o.generators().empty()) os << ", generators=" << o.generators().size();
   if (!o.verify_recompute()) os << ", verify_recompute=false";
   if (o.keep_latest_graph()) os << ", keep_latest_graph=true";
+  if (o.memory_plan()) os << ", memory_plan=shared";
   return os;
 }
 

@@ -1,0 +1,593 @@
+#pragma once
+// anode::MemoryPlan: one byte budget for a whole training step, planned across every
+// Gradient::Anode call (ODE block, or output interval of a trajectory) whose options hold it.
+//
+//   auto plan = std::make_shared<anode::MemoryPlan>(512ll << 20);   // bytes
+//   for (auto& b : anode::ode_blocks(*model)) b->options.memory_plan(plan);
+//   // ... the training loop, unchanged; std::cout << *plan shows what was decided.
+//
+// What the budget means: the peak bytes one training step allocates, from the start of the
+// network's forward pass to the end of its backward, above what was live when the step started,
+// on anode's memory meter (the counting CPU allocator: call anode::memory::install_cpu_meter()
+// first thing in main()). It covers the whole step, the layers around the ODE blocks, the loss
+// and the gradients included: the plan measures what it does not control and plans the blocks
+// around it.
+//
+// How it works (the model and why its search is optimal: gradient/plan_solver.hpp):
+// 1. Calibration. The first step (and the first after the input's shape, dtype or device, a
+//    block's training mode, its solver, or the set of calls changes) runs every call in its
+//    cheapest form (binomial checkpointing with one checkpoint, rebuilt; the whole-block
+//    recompute for one-step calls), measuring the memory profile of the step around the calls
+//    (the usage where each call's forward and backward start, the peaks between them), each
+//    call's step cost (one step's graph and backward, measured as memory_budget does) and the
+//    time of its steps. A budget the calibration step does not fit cannot fit any plan.
+// 2. Planning. From the measurements, the choice per call (keep its graph, recompute it whole,
+//    binomial checkpoints rebuilt or kept) with the least recompute time whose predicted peak is
+//    within the budget, for the usage measured at the step's first call. Re-solved when that
+//    usage changes; a budget too small for any plan raises in the first call's forward pass,
+//    naming the bytes the cheapest plan needs, before anything is done.
+// 3. Checking. Each planned step's peak is measured; a step above its prediction (the model is
+//    conservative, so this is not expected) raises the safety margin of the next plans by the
+//    excess, and `operator<<` reports it. A kept graph's measured size replaces its estimate.
+//
+// The gradient is Backprop's whatever is decided: a kept graph is Backprop's graph, and every
+// recompute obeys the exactness contract (replayed random numbers and buffers, verified output).
+//
+// Limits, said where they apply: the CPU meter only (CUDA: not yet, the caching allocator has no
+// low-water statistic, which the step's baseline needs); one device per plan; adaptive calls are
+// recomputed whole (the only choice an adaptive solve supports under a plan: its steps are known
+// only once solved); at most 8 plans in one process.
+
+#include <anode/detail/meter.hpp>
+#include <anode/gradient/budget.hpp>
+#include <anode/gradient/plan_solver.hpp>
+#include <anode/gradient/schedule.hpp>
+
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <iomanip>
+#include <sstream>
+#include <memory>
+#include <mutex>
+#include <ostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace anode {
+
+class MemoryPlan;
+
+namespace detail {
+
+/// What identifies a call within a step: a plan's measurements hold while these stay the same.
+struct PlanCallKey {
+  std::vector<int64_t> sizes;
+  c10::ScalarType dtype = c10::ScalarType::Undefined;
+  c10::Device device = c10::Device(c10::DeviceType::CPU);
+  bool training = false;
+  bool adaptive = false;
+  int64_t steps = 0;
+  std::string method;
+  std::size_t parameters = 0;
+
+  bool operator==(const PlanCallKey& o) const {
+    return sizes == o.sizes && dtype == o.dtype && device == o.device && training == o.training &&
+           adaptive == o.adaptive && steps == o.steps && method == o.method &&
+           parameters == o.parameters;
+  }
+  bool operator!=(const PlanCallKey& o) const { return !(*this == o); }
+};
+
+/// What a call's forward pass is told, and what the plan measures of it (absolute meter bytes).
+/// Owned by the call (its autograd node): a call whose graph is dropped without a backward
+/// releases its ticket, and the plan counts it as done.
+struct PlanTicket {
+  MemoryPlan* plan = nullptr;
+  std::weak_ptr<int> alive;  // the plan's lifetime token
+  int64_t step = 0;          // the plan's step this call belongs to
+  std::size_t index = 0;     // its position among the step's calls
+  PlanCallKey key;
+  plan::Decision decision;
+  bool calibrating = false;  // its step cost is measured, its decision is the cheapest
+  bool backward_started = false;
+  bool done = false;
+  StepCost cost;             // calibration: one step's measured cost
+  double seconds_per_step = 0;
+  std::chrono::steady_clock::time_point forward_started;
+  int64_t fwd_usage = 0;      // when its forward started
+  int64_t fwd_peak = 0;       // during its forward
+  int64_t fwd_end = 0;        // when its forward ended
+  int64_t after_fwd_peak = 0; // from its forward's end to the next boundary
+  int64_t bwd_usage = 0;      // when its backward started
+  int64_t bwd_peak = 0;       // during its backward
+  int64_t after_bwd_peak = 0; // from its backward's end to the next boundary
+  ~PlanTicket();
+};
+
+}  // namespace detail
+
+/// A byte budget for one training step, planned across every Gradient::Anode call whose options
+/// hold it (`ODEBlockOptions::memory_plan`). See the top of this file.
+class MemoryPlan {
+ public:
+  explicit MemoryPlan(int64_t budget_bytes) : budget_(budget_bytes) {
+    TORCH_CHECK(budget_bytes > 0, "anode::MemoryPlan: the budget must be > 0 bytes, got ",
+                budget_bytes);
+    slot_ = memory::detail::acquire_trough_slot();
+    TORCH_CHECK(slot_ >= 0, "anode::MemoryPlan: at most ", memory::detail::kTroughSlots,
+                " memory plans can exist at once; share one plan between the blocks of a model");
+  }
+  ~MemoryPlan() { memory::detail::release_trough_slot(slot_); }
+  MemoryPlan(const MemoryPlan&) = delete;
+  MemoryPlan& operator=(const MemoryPlan&) = delete;
+
+  /// The budget, in bytes.
+  int64_t budget_bytes() const { return budget_; }
+
+  /// Steps begun so far, and how many of them calibrated.
+  int64_t steps() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return steps_;
+  }
+  int64_t calibrations() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return calibrations_;
+  }
+  /// The measured peak of the last complete step, above its baseline (0 before one completed).
+  int64_t last_step_peak() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return last_peak_;
+  }
+  /// The model's prediction for the last complete step (0 when it calibrated).
+  int64_t last_predicted_peak() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return last_predicted_;
+  }
+  /// Steps whose measured peak exceeded the budget (a model error; each raised the margin).
+  int64_t overshoots() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return overshoots_;
+  }
+  /// The least budget any plan of the last kind of step measured needs: its calibration step's
+  /// peak, or the cheapest plan's predicted peak if higher (0 before a step completed).
+  int64_t cheapest_peak_bytes() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (last_profile_ == nullptr) return 0;
+    const int64_t usage = last_profile_->solved_for >= 0 ? last_profile_->solved_for
+                                                          : last_profile_->calibration_usage;
+    return solution_for(*last_profile_, usage).cheapest_peak;
+  }
+  /// The decisions of the last step, in forward order (the cheapest ones while calibrating).
+  std::vector<plan::Decision> decisions() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return last_decisions_;
+  }
+
+  friend std::ostream& operator<<(std::ostream& os, const MemoryPlan& p);
+
+  // ---- called by Gradient::Anode's forward and backward passes (gradient/checkpoint.hpp) ----
+
+  /// A call's forward pass starts: its decision for this step. Raises, before anything is done,
+  /// when the budget is too small for any plan.
+  std::shared_ptr<detail::PlanTicket> begin_forward(const detail::PlanCallKey& key);
+  /// Calibration: the call's step cost was measured; its own forward starts now.
+  void measured(detail::PlanTicket& t, const detail::StepCost& cost);
+  void end_forward(detail::PlanTicket& t);
+  void begin_backward(detail::PlanTicket& t);
+  void end_backward(detail::PlanTicket& t);
+  /// The call's graph was dropped without its backward.
+  void release(detail::PlanTicket& t);
+
+ private:
+  // The measurements of one kind of step (its calls' keys) and the plan solved from them.
+  struct Profile {
+    std::vector<detail::PlanCallKey> keys;
+    std::vector<plan::CallProfile> calls;  // usage relative to the first call's forward start
+    std::vector<detail::StepCost> costs;
+    std::vector<int64_t> fwd_growth;  // calibration: bytes a call's forward left live
+    std::vector<int64_t> kept_graph;  // measured bytes of a kept graph, 0 until measured
+    // per call, what the calibration measured of its cheapest form
+    std::vector<int64_t> cal_forward, cal_transient;
+    std::vector<double> tau;          // seconds per graph-free step
+    bool reverse_order = true;        // the backward passes ran in the reverse order
+    int64_t solved_for = -1;          // the usage at the first call the solution is for
+    int64_t margin = 0;               // added to every prediction after an overshoot
+    int64_t calibration_usage = 0;    // the calibration step's usage at its first call
+    int64_t calibration_peak = 0;     // and its measured peak
+    plan::Solution solution;
+  };
+  enum class Segment { None, AfterForward, Forward, Backward, AfterBackward };
+  // The step in progress.
+  struct Step {
+    int64_t id = 0;
+    bool open = false;
+    int64_t baseline = 0;     // the meter's low point since the previous step ended
+    int64_t first_usage = 0;  // absolute bytes when the first call's forward started
+    bool calibrating = false;
+    bool off_plan = false;    // a call did not match the profile, or had no backward
+    Profile* profile = nullptr;
+    std::vector<std::shared_ptr<detail::PlanTicket>> tickets;
+    std::vector<std::size_t> backward_order;
+    std::size_t finished = 0;
+    int64_t peak = 0;  // absolute, over the segments since the first call started
+    Segment segment = Segment::None;
+    std::size_t segment_owner = 0;
+  };
+
+  int64_t now() const { return memory::detail::cpu_current_bytes(); }
+  // Ends the current segment at a boundary: its peak goes to its owner, and `next` starts.
+  void boundary(Segment next, std::size_t owner) {
+    const int64_t p = memory::detail::take_cpu_peak();
+    step_.peak = std::max(step_.peak, p);
+    if (step_.segment != Segment::None && step_.segment_owner < step_.tickets.size()) {
+      auto& t = *step_.tickets[step_.segment_owner];
+      switch (step_.segment) {
+        case Segment::AfterForward: t.after_fwd_peak = std::max(t.after_fwd_peak, p); break;
+        case Segment::Forward: t.fwd_peak = std::max(t.fwd_peak, p); break;
+        case Segment::Backward: t.bwd_peak = std::max(t.bwd_peak, p); break;
+        case Segment::AfterBackward: t.after_bwd_peak = std::max(t.after_bwd_peak, p); break;
+        case Segment::None: break;
+      }
+    }
+    step_.segment = next;
+    step_.segment_owner = owner;
+  }
+  static plan::Decision cheapest(const detail::StepCost& c, int64_t steps, bool adaptive);
+  std::vector<plan::Option> options_for(const Profile& p, std::size_t j) const;
+  plan::Solution solution_for(const Profile& p, int64_t first_usage) const;
+  void solve(Profile& p, int64_t first_usage);
+  void finish_step();
+  void check_device(const c10::Device& d);
+
+  const int64_t budget_;
+  int slot_ = -1;
+  mutable std::mutex mutex_;
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);
+  c10::Device device_ = c10::Device(c10::DeviceType::CPU);
+  bool device_set_ = false;
+  std::vector<std::unique_ptr<Profile>> profiles_;
+  Profile* last_profile_ = nullptr;
+  Step step_;
+  int64_t steps_ = 0, calibrations_ = 0;
+  int64_t last_peak_ = 0, last_predicted_ = 0, overshoots_ = 0;
+  std::vector<plan::Decision> last_decisions_;
+};
+
+// ------------------------------------------------------------------------------------------------
+
+namespace detail {
+inline PlanTicket::~PlanTicket() {
+  if (plan != nullptr && !done && !alive.expired()) plan->release(*this);
+}
+}  // namespace detail
+
+inline void MemoryPlan::check_device(const c10::Device& d) {
+  if (!device_set_) {
+    TORCH_CHECK(d.is_cpu(), "anode::MemoryPlan: the blocks' state is on ", d,
+                "; memory plans measure the CPU meter only in this version (the CUDA caching "
+                "allocator keeps no low-water statistic, which the step's baseline needs). On "
+                "CUDA, set checkpoints(k) or keep_latest_graph instead");
+    device_ = d;
+    device_set_ = true;
+  }
+  TORCH_CHECK(d == device_, "anode::MemoryPlan: one plan is shared by blocks on ", device_,
+              " and on ", d,
+              "; a plan budgets one device's memory: give the blocks on each device their own "
+              "plan");
+}
+
+inline plan::Decision MemoryPlan::cheapest(const detail::StepCost& c, int64_t steps,
+                                           bool adaptive) {
+  if (adaptive || steps < 2) return {plan::Choice::Whole, 0};
+  // The form with the least backward bytes: one checkpoint, rebuilt (its forward keeps nothing),
+  // unless the whole block is no larger.
+  if (detail::backward_bytes(c, steps, 0) <= detail::backward_bytes(c, steps, 1))
+    return {plan::Choice::Whole, 0};
+  return {plan::Choice::Binomial, 1};
+}
+
+inline std::vector<plan::Option> MemoryPlan::options_for(const Profile& p, std::size_t j) const {
+  const auto& key = p.keys[j];
+  const auto& c = p.costs[j];
+  const int64_t n = key.steps;
+  const int64_t f = p.cal_forward[j];  // the graph-free forward's own transient, measured
+  const double tau = p.tau[j];
+  std::vector<plan::Option> out;
+  if (key.adaptive) {
+    // Its steps are known once solved: recomputed whole, at the transient it was measured at.
+    out.push_back({{plan::Choice::Whole, 0}, 0, f, p.cal_transient[j] + p.margin, 0.0});
+    return out;
+  }
+  // The model's error for this call: what it gives for the calibrated form, against what that
+  // form was measured to take (never below 0: the model is only ever made more conservative).
+  const plan::Decision cal = cheapest(c, n, false);
+  const int64_t err =
+      std::max<int64_t>(0, p.cal_transient[j] - detail::backward_bytes(c, n, cal.checkpoints)) +
+      p.margin;
+  // A kept graph: measured once kept, else N steps of one measured step's graph (which counts
+  // each intermediate state twice: conservative).
+  const int64_t graph = p.kept_graph[j] > 0 ? p.kept_graph[j] : n * c.graph;
+  out.push_back({{plan::Choice::Keep, 0}, graph, graph + f,
+                 graph + (c.peak - c.graph) + c.accumulators + err, 0.0});
+  out.push_back({{plan::Choice::Whole, 0}, 0, f, detail::backward_bytes(c, n, 0) + err,
+                 tau * static_cast<double>(n)});
+  // Binomial checkpoints: every k up to 16, then a geometric set, below the step count.
+  std::vector<int64_t> ks;
+  for (int64_t k = 1; k < n && k <= 16; ++k) ks.push_back(k);
+  for (double k = 24; k < static_cast<double>(n); k *= 1.5) ks.push_back(static_cast<int64_t>(k));
+  for (int64_t k : ks) {
+    const int64_t t = detail::backward_bytes(c, n, k) + err;
+    // The backward's re-runs: one taped run per step plus the schedule's advances.
+    const auto reruns = static_cast<double>(schedule::backward_rhs_steps(n, k));
+    const auto sched = schedule::binomial_schedule(n, k);
+    int64_t sweep = 0, run = 0;  // the rebuild's advances, up to the last stored checkpoint
+    for (const auto& a : sched.forward) {
+      if (a.kind == schedule::ActionKind::Advance) run += a.arg;
+      if (a.kind == schedule::ActionKind::Store) sweep = run;
+    }
+    out.push_back(
+        {{plan::Choice::Binomial, k}, 0, f, t, tau * (reruns + static_cast<double>(sweep))});
+    out.push_back({{plan::Choice::BinomialKept, k}, k * c.slot, k * c.slot + f, t, tau * reruns});
+  }
+  return out;
+}
+
+inline plan::Solution MemoryPlan::solution_for(const Profile& p, int64_t first_usage) const {
+  std::vector<plan::CallProfile> calls = p.calls;
+  for (std::size_t j = 0; j < calls.size(); ++j) {
+    auto& c = calls[j];
+    c.fwd += first_usage;
+    c.after_fwd += first_usage + p.margin;
+    c.bwd += first_usage;
+    c.after_bwd += first_usage + p.margin;
+    c.options = options_for(p, j);
+  }
+  plan::Solution sol = plan::solve(calls, budget_, p.reverse_order);
+  // The calibration step itself (the cheapest form of every call, plus the measurement of a step
+  // in each forward) is a plan the budget must allow, at this step's usage.
+  const int64_t calibration = p.calibration_peak - p.calibration_usage + first_usage;
+  sol.cheapest_peak = std::max(sol.cheapest_peak, calibration);
+  if (sol.feasible && calibration > budget_) sol.feasible = false;
+  return sol;
+}
+
+inline void MemoryPlan::solve(Profile& p, int64_t first_usage) {
+  p.solution = solution_for(p, first_usage);
+  p.solved_for = first_usage;
+}
+
+inline std::shared_ptr<detail::PlanTicket> MemoryPlan::begin_forward(
+    const detail::PlanCallKey& key) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  check_device(key.device);
+  TORCH_CHECK(memory::detail::cpu_meter_installed(),
+              "anode::MemoryPlan: the budget is measured with anode's CPU memory meter, which is "
+              "not installed. Call anode::memory::install_cpu_meter() (#include "
+              "<anode/memory.hpp>) first thing in main(), before tensors are allocated");
+  if (!step_.open) {
+    // A new step. Its baseline is the least the meter held since the previous step ended (at
+    // most what was live when this step started: the plan then errs on the safe side).
+    const int64_t first = now();
+    const int64_t baseline = std::min(memory::detail::trough_bytes(slot_), first);
+    const int64_t usage = first - baseline;
+    Profile* found = nullptr;
+    for (auto& pr : profiles_) {
+      if (pr->keys.front() == key) found = pr.get();
+    }
+    if (found != nullptr && found->solved_for != usage) solve(*found, usage);
+    TORCH_CHECK(found == nullptr || found->solution.feasible, "anode::MemoryPlan: the budget of ",
+                budget_,
+                " bytes is too small for this training step: measured, its cheapest plan needs ",
+                found ? found->solution.cheapest_peak : 0,
+                " bytes (every ODE block recomputed with one checkpoint, around the ", usage,
+                " bytes the step had allocated when its first ODE block started). Raise the "
+                "budget to at least that, or reduce the batch");
+    Step s;
+    s.id = ++steps_;
+    s.open = true;
+    s.baseline = baseline;
+    s.first_usage = first;
+    s.peak = first;
+    s.profile = found;
+    s.calibrating = found == nullptr;
+    if (s.calibrating) ++calibrations_;
+    step_ = std::move(s);
+    (void)memory::detail::take_cpu_peak();  // the segments of this step start here
+  }
+  auto t = std::make_shared<detail::PlanTicket>();
+  t->plan = this;
+  t->alive = alive_;
+  t->step = step_.id;
+  t->index = step_.tickets.size();
+  t->key = key;
+  const Profile* p = step_.profile;
+  if (!step_.calibrating && !step_.off_plan &&
+      (t->index >= p->keys.size() || p->keys[t->index] != key)) {
+    // Not the step that was measured (another set of blocks, or a block changed): the rest of
+    // it runs cheapest and is measured, and the next step calibrates.
+    step_.off_plan = true;
+  }
+  t->calibrating = step_.calibrating || step_.off_plan;
+  if (!t->calibrating) t->decision = p->solution.decisions[t->index];
+  step_.tickets.push_back(t);
+  boundary(Segment::Forward, t->index);
+  t->fwd_usage = now();
+  return t;
+}
+
+inline void MemoryPlan::measured(detail::PlanTicket& t, const detail::StepCost& cost) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  t.cost = cost;
+  t.decision = cheapest(cost, t.key.steps, t.key.adaptive);
+  if (t.step != step_.id) return;
+  // The measurement's own peak counts in the step, not in the call's forward.
+  boundary(Segment::Forward, t.index);
+  t.fwd_peak = 0;
+  t.fwd_usage = now();
+  t.forward_started = std::chrono::steady_clock::now();
+}
+
+inline void MemoryPlan::end_forward(detail::PlanTicket& t) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (t.step != step_.id) return;
+  const double s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t.forward_started).count();
+  t.seconds_per_step = t.key.steps > 0 ? s / static_cast<double>(t.key.steps) : s;
+  boundary(Segment::AfterForward, t.index);
+  t.fwd_end = now();
+}
+
+inline void MemoryPlan::begin_backward(detail::PlanTicket& t) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (t.step != step_.id || t.done || t.backward_started) return;
+  t.backward_started = true;
+  boundary(Segment::Backward, t.index);
+  t.bwd_usage = now();
+  step_.backward_order.push_back(t.index);
+}
+
+inline void MemoryPlan::end_backward(detail::PlanTicket& t) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (t.step != step_.id || t.done) return;
+  boundary(Segment::AfterBackward, t.index);
+  t.done = true;
+  if (++step_.finished == step_.tickets.size()) finish_step();
+}
+
+inline void MemoryPlan::release(detail::PlanTicket& t) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (t.step != step_.id || t.done) return;
+  t.done = true;
+  step_.off_plan = true;  // a call without a backward: not a training step to learn from
+  if (++step_.finished == step_.tickets.size()) finish_step();
+}
+
+inline void MemoryPlan::finish_step() {
+  boundary(Segment::None, 0);
+  Step& s = step_;
+  s.open = false;
+  const auto& ts = s.tickets;
+  last_decisions_.clear();
+  for (const auto& t : ts) last_decisions_.push_back(t->decision);
+  last_peak_ = s.peak - s.baseline;
+  last_predicted_ = 0;
+  const std::size_t n = ts.size();
+  bool reverse = s.backward_order.size() == n;
+  for (std::size_t i = 0; reverse && i < n; ++i) reverse = s.backward_order[i] == n - 1 - i;
+  if (s.calibrating && !s.off_plan) {
+    // Learn this kind of step: its profile, relative to the first call's forward start.
+    auto p = std::make_unique<Profile>();
+    const int64_t o = s.first_usage;
+    for (const auto& t : ts) {
+      plan::CallProfile c;
+      c.fwd = t->fwd_usage - o;
+      c.after_fwd = std::max(t->fwd_end, t->after_fwd_peak) - o;
+      c.bwd = t->bwd_usage - o;
+      c.after_bwd = t->after_bwd_peak > 0 ? t->after_bwd_peak - o : 0;
+      p->keys.push_back(t->key);
+      p->calls.push_back(c);
+      p->costs.push_back(t->cost);
+      p->fwd_growth.push_back(t->fwd_end - t->fwd_usage);
+      p->kept_graph.push_back(0);
+      p->cal_forward.push_back(std::max<int64_t>(0, t->fwd_peak - t->fwd_usage));
+      p->cal_transient.push_back(std::max<int64_t>(0, t->bwd_peak - t->bwd_usage));
+      p->tau.push_back(t->seconds_per_step);
+    }
+    p->reverse_order = reverse;
+    p->calibration_usage = s.first_usage - s.baseline;
+    p->calibration_peak = last_peak_;
+    for (auto it = profiles_.begin(); it != profiles_.end(); ++it) {
+      if ((*it)->keys == p->keys) {
+        profiles_.erase(it);
+        break;
+      }
+    }
+    last_profile_ = p.get();
+    profiles_.push_back(std::move(p));
+  } else if (!s.calibrating && !s.off_plan && s.profile != nullptr) {
+    Profile& p = *s.profile;
+    last_profile_ = &p;
+    last_predicted_ = p.solution.peak;
+    if (last_peak_ > budget_) {
+      // The model underestimated: raise its margin by the excess, and re-solve next step.
+      ++overshoots_;
+      p.margin += last_peak_ - std::max(p.solution.peak, int64_t{0});
+      p.solved_for = -1;
+    }
+    // A graph that was kept has now been measured: its estimate gives way to its size.
+    for (std::size_t j = 0; j < n && j < p.keys.size(); ++j) {
+      if (ts[j]->decision.choice != plan::Choice::Keep) continue;
+      const int64_t kept = (ts[j]->fwd_end - ts[j]->fwd_usage) - p.fwd_growth[j];
+      if (kept > 0 && kept != p.kept_graph[j]) {
+        p.kept_graph[j] = kept;
+        p.solved_for = -1;
+      }
+    }
+    if (!reverse && p.reverse_order) {
+      p.reverse_order = false;
+      p.solved_for = -1;
+    }
+  } else if (s.off_plan && s.profile != nullptr) {
+    // The step changed under the plan: let the next step of this kind calibrate again.
+    for (auto it = profiles_.begin(); it != profiles_.end(); ++it) {
+      if (it->get() == s.profile) {
+        if (last_profile_ == s.profile) last_profile_ = nullptr;
+        profiles_.erase(it);
+        break;
+      }
+    }
+  }
+  s.profile = nullptr;
+  s.tickets.clear();
+  memory::detail::reset_trough(slot_);
+}
+
+inline std::ostream& operator<<(std::ostream& os, const MemoryPlan& p) {
+  std::lock_guard<std::mutex> lock(p.mutex_);
+  const auto mib = [](int64_t b) {
+    std::ostringstream s;
+    s << std::fixed << std::setprecision(2) << static_cast<double>(b) / (1 << 20) << " MiB";
+    return s.str();
+  };
+  os << "anode::MemoryPlan(budget " << mib(p.budget_) << ", " << p.steps_ << " steps, "
+     << p.calibrations_ << " calibrating";
+  if (p.last_peak_ > 0) os << ", last step peak " << mib(p.last_peak_);
+  if (p.last_predicted_ > 0) os << " (predicted " << mib(p.last_predicted_) << ")";
+  if (p.overshoots_ > 0) os << ", " << p.overshoots_ << " steps above the budget";
+  os << ")";
+  const auto* prof = p.last_profile_;
+  if (prof == nullptr) return os;
+  if (!prof->solution.feasible && prof->solved_for >= 0) {
+    os << "\n  no plan fits: the cheapest needs " << mib(prof->solution.cheapest_peak);
+  }
+  if (!prof->reverse_order) {
+    os << "\n  (backward passes not in reverse order: nothing is kept across blocks)";
+  }
+  for (std::size_t j = 0; j < prof->keys.size(); ++j) {
+    const auto& k = prof->keys[j];
+    const auto& c = prof->costs[j];
+    os << "\n  block " << j << ": " << k.method << " x" << k.steps << " "
+       << c10::IntArrayRef(k.sizes) << ": ";
+    if (j < prof->solution.decisions.size())
+      os << plan::to_string(prof->solution.decisions[j]);
+    else
+      os << "calibrated";
+    if (k.adaptive) {
+      os << " (adaptive: recomputed whole, the only choice it supports under a plan)";
+    } else {
+      const int64_t graph = prof->kept_graph[j] > 0 ? prof->kept_graph[j] : k.steps * c.graph;
+      os << "; graph " << mib(graph) << (prof->kept_graph[j] > 0 ? " (measured)" : " (estimated)")
+         << ", step " << mib(c.peak) << ", state " << mib(c.state) << ", recompute "
+         << std::setprecision(3) << prof->tau[j] * 1e3 << " ms/step";
+    }
+  }
+  return os;
+}
+
+}  // namespace anode
