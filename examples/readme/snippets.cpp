@@ -22,6 +22,8 @@ struct RHSImpl : torch::nn::Module {
 TORCH_MODULE(RHS);
 // [snippet using-it]
 
+#include <anode/memory.hpp>  // the meters: not part of anode/anode.hpp
+
 #include <iostream>
 
 namespace {

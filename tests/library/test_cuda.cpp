@@ -1,4 +1,4 @@
-// CUDA, where users train (issue 11): the exactness contract, the memory bounds and the absence of
+// CUDA, where users train: the exactness contract, the memory bounds and the absence of
 // host-device synchronisation hold on the device as they do on the CPU.
 //
 //  1. Anode == Backprop on CUDA in float64 and float32, BatchNorm and dropout in the right-hand
@@ -15,6 +15,8 @@
 // without ANODE_WITH_CUDA. Run on a GPU with scripts/gpu_check.sh (docs/gpu.md).
 
 #include "support/testing.hpp"
+
+#include <anode/memory.hpp>
 
 #if defined(ANODE_WITH_CUDA)
 #include <ATen/cuda/CUDAGraph.h>

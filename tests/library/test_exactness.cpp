@@ -1,9 +1,11 @@
-// The exactness contract in the conditions training loops meet (issue 8): mixed precision,
+// The exactness contract in the conditions training loops meet: mixed precision,
 // gradients autograd hands in, other threads and explicit generators, closures, right-hand sides
 // that write into their input, retrying a failed backward, memory budgets, and the smaller
 // contracts of the Adjoint, PeakScope and the options. Each test here failed before the fix.
 
 #include "support/testing.hpp"
+
+#include <anode/memory.hpp>
 
 #include <thread>
 

@@ -1,8 +1,10 @@
-// Peak memory, measured by anode's counting CPU allocator (issue 2 item 6, issue 3 item 3):
+// Peak memory, measured by anode's counting CPU allocator:
 // Backprop grows with L * N_t; Anode grows with N_t by one block's trajectory and with L only by
 // the stored block inputs; binomial checkpointing is flat in N_t; inference stores nothing.
 
 #include "support/testing.hpp"
+
+#include <anode/memory.hpp>
 
 using namespace anode_test;
 using anode::Gradient;
@@ -133,7 +135,7 @@ TEST_F(Memory, BinomialCheckpointsAreHeldForOneBlockAtATime) {
   EXPECT_LT(rebuilt4, kept4);
 }
 
-// memory_budget is a budget (issue 8): for every budget, from too small to plenty, the block's
+// memory_budget is a budget: for every budget, from too small to plenty, the block's
 // backward either stays within it or the forward raises an error naming the budget and the bytes
 // it needs. The cost of a step is measured, so it holds for a conv-BN-ReLU-conv RHS (about eight
 // states per RK2 step) as for an MLP (a few hidden layers).

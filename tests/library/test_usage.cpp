@@ -1,9 +1,11 @@
-// Ordinary LibTorch use of ODE blocks (issue 2, item 5): optimizers and zero_grad, inference under
+// Ordinary LibTorch use of ODE blocks: optimizers and zero_grad, inference under
 // NoGradGuard and in eval(), BatchNorm buffers in train(), save/load, inputs without grad, frozen
 // parameters, composition (register_module, Sequential, .to, clone), printing, time-dependent
 // right-hand sides, higher-order gradients, the caller's RNG stream, and CUDA where there is one.
 
 #include "support/testing.hpp"
+
+#include <anode/memory.hpp>
 
 #include <cstdio>
 #include <sstream>
