@@ -18,6 +18,7 @@
 #include <c10/core/Device.h>
 #include <c10/core/impl/alloc_cpu.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <mutex>

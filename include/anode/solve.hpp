@@ -20,7 +20,9 @@
 
 #include <torch/types.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <memory>
 #include <utility>
 #include <vector>

@@ -35,6 +35,7 @@
 
 #include <anode/adaptive.hpp>
 #include <anode/detail/autocast.hpp>
+#include <anode/detail/buffers.hpp>
 #include <anode/detail/capsule.hpp>
 #include <anode/detail/graph.hpp>
 #include <anode/detail/rng.hpp>
