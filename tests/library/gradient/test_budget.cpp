@@ -70,9 +70,8 @@ TEST(BudgetWithMeter, ChoosesCheckpointsOnceTheProgramInstallsIt) {
   auto x = torch::randn({4, 3}, torch::kDouble).requires_grad_(true);
   auto ref = mlp_block(budget_options(0).gradient(Gradient::Backprop));
   auto want = grads_of(ref->forward(x).pow(2).sum(), ref->parameters());
-  for (int64_t budget : {kPlenty, int64_t{4000}}) {
-    auto block = mlp_block(budget_options(budget));
-    auto got = grads_of(block->forward(x).pow(2).sum(), block->parameters());
-    EXPECT_LT(max_rel_err(got, want), 1e-12) << budget;
-  }
+  auto block = mlp_block(budget_options(kPlenty));
+  auto got = grads_of(block->forward(x).pow(2).sum(), block->parameters());
+  EXPECT_LT(max_rel_err(got, want), 1e-12);
+  // (Budgets that force binomial checkpoints: test_binomial and test_memory.)
 }
