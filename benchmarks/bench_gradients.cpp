@@ -20,6 +20,7 @@
 
 #include <torch/torch.h>
 #include <anode/anode.hpp>
+#include <anode/memory.hpp>
 
 #include <functional>
 #include <iostream>

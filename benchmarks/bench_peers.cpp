@@ -22,6 +22,7 @@
 #include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 #include <anode/anode.hpp>
+#include <anode/memory.hpp>
 
 #include <fstream>
 #include <iostream>

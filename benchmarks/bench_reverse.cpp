@@ -18,6 +18,7 @@
 
 #include <torch/torch.h>
 #include <anode/anode.hpp>
+#include <anode/memory.hpp>
 
 #include <iostream>
 #include <string>

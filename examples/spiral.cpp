@@ -14,6 +14,7 @@
 
 #include <torch/torch.h>
 #include <anode/anode.hpp>
+#include <anode/memory.hpp>
 
 #include "examples/cli_checks.hpp"
 

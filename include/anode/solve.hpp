@@ -12,7 +12,6 @@
 #include <anode/detail/graph.hpp>
 #include <anode/gradient/adjoint.hpp>
 #include <anode/gradient/checkpoint.hpp>
-#include <anode/gradient/schedule.hpp>
 #include <anode/integrate.hpp>
 #include <anode/options.hpp>
 #include <anode/stats.hpp>
@@ -21,7 +20,9 @@
 
 #include <torch/types.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -115,9 +116,8 @@ class Solve {
     }
     if (!tab_.adaptive()) counter_->stats->accepted_steps += n;
     if (options_.gradient() == Gradient::Anode) {
-      auto call =
-          c10::make_intrusive<CheckpointCall>(system_, std::move(stepper), options_, z.device());
-      call->adaptive = session_;
+      auto call = c10::make_intrusive<CheckpointCall>(system_, std::move(stepper), options_,
+                                                      z.device(), session_);
       return CheckpointFunction::apply(z, at::TensorList(params_), call);
     }
     auto call = c10::make_intrusive<AdjointCall>(system_, std::move(stepper));

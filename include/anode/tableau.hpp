@@ -13,16 +13,19 @@
 // z + h * sum_i b_i k_i. An embedded row gives the error estimate h * sum_i (b_i - e_i) k_i that
 // adaptive step control uses. A method whose last stage is evaluated at the new state (c = 1 and
 // its a-row equals b) is "first same as last" (FSAL): that stage is the next step's first.
-
-#include <anode/method.hpp>
+//
+// The tableau of a built-in `Method` is its row of the method table: `tableau(Method)` in
+// method.hpp.
 
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace anode {
@@ -267,25 +270,6 @@ inline const ButcherTableau& tsit5_tableau() {
     return tab;
   }();
   return t;
-}
-
-/// The tableau of a `Method`.
-inline const ButcherTableau& tableau(Method m) {
-  switch (m) {
-    case Method::Euler:
-      return euler_tableau();
-    case Method::RK2:
-      return midpoint_tableau();
-    case Method::RK4:
-      return rk4_tableau();
-    case Method::Bosh3:
-      return bosh3_tableau();
-    case Method::Dopri5:
-      return dopri5_tableau();
-    case Method::Tsit5:
-      return tsit5_tableau();
-  }
-  TORCH_CHECK(false, "anode: invalid Method value ", static_cast<int>(m));
 }
 
 }  // namespace anode

@@ -16,6 +16,8 @@
 
 #include "support/testing.hpp"
 
+#include <anode/memory.hpp>
+
 #if defined(ANODE_WITH_CUDA)
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAFunctions.h>

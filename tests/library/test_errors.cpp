@@ -1,7 +1,9 @@
-// Bad input gets a clear error that names the option and the value, never a crash, and
-// the library is usable right after every error.
+// Bad input gets a clear error that names the option and the value, never a crash, and the
+// library is usable right after every error.
 
 #include "support/testing.hpp"
+
+#include <anode/memory.hpp>
 
 #include <cmath>
 #include <limits>
@@ -22,6 +24,10 @@ const double kInf = std::numeric_limits<double>::infinity();
 const std::vector<Gradient>& all_gradients() {
   static const std::vector<Gradient> g{Gradient::Backprop, Gradient::Anode, Gradient::Adjoint};
   return g;
+}
+
+anode::ODEBlockOptions opts(Method m, int64_t steps, Gradient g = Gradient::Anode) {
+  return anode::ODEBlockOptions().method(m).steps(steps).gradient(g);
 }
 
 MLPBlock mlp_block(uint64_t seed, const anode::ODEBlockOptions& o) {
@@ -312,6 +318,7 @@ TEST_F(Seeded, NullModule) {
 }
 
 TEST_F(Seeded, MemoryBudgetTooSmallForOneCheckpoint) {
+  anode::memory::install_cpu_meter();  // memory_budget measures a step with it
   auto x = torch::randn({4, 3}, torch::kDouble).requires_grad_(true);  // 96-byte state
   auto block = mlp_block(6, opts(Method::RK2, 4).memory_budget(16));
   EXPECT_TRUE(throws_mentioning([&] { block->forward(x); }, {"memory_budget", "16", "too small"}));

@@ -4,6 +4,8 @@
 
 #include "support/testing.hpp"
 
+#include <anode/memory.hpp>
+
 using namespace anode_test;
 using anode::Gradient;
 

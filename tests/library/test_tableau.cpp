@@ -132,6 +132,39 @@ TEST(Tableau, BuiltInTablesValidate) {
   EXPECT_TRUE(throws_mentioning([] { anode::tableau(static_cast<Method>(9)); }, {"Method", "9"}));
 }
 
+// The method table (method.hpp) restates what each tableau is: its row must agree with the table
+// it names, every method parses from its key and alias and prints as its name, and a value outside
+// the enum is rejected wherever a method is looked up.
+TEST(Tableau, MethodTableAgreesWithTheTableaux) {
+  for (std::size_t i = 0; i < anode::kMethods.size(); ++i) {
+    const anode::MethodTraits& m = anode::kMethods[i];
+    EXPECT_EQ(static_cast<std::size_t>(m.method), i) << m.name;
+    EXPECT_EQ(&anode::method_traits(m.method), &m) << m.name;
+    const ButcherTableau& t = m.tableau();
+    EXPECT_EQ(&anode::tableau(m.method), &t) << m.name;
+    EXPECT_NO_THROW(t.validate()) << m.name;
+    EXPECT_EQ(m.order, t.order) << m.name;
+    EXPECT_EQ(m.embedded_order, t.adaptive() ? t.embedded_order : 0) << m.name;
+    EXPECT_EQ(m.adaptive(), t.adaptive()) << m.name;
+    EXPECT_EQ(m.stages, t.stages()) << m.name;
+    EXPECT_EQ(m.fsal, t.fsal()) << m.name;
+    EXPECT_EQ(std::string(anode::to_string(m.method)), m.name);
+    EXPECT_EQ(anode::method_from_string(m.key), m.method) << m.key;
+    EXPECT_EQ(anode::method_from_string(m.name), m.method) << m.name;  // case-insensitive
+    if (m.alias != nullptr) EXPECT_EQ(anode::method_from_string(m.alias), m.method) << m.alias;
+  }
+  EXPECT_EQ(anode::find_method(static_cast<Method>(6)), nullptr);
+  EXPECT_EQ(anode::find_method(static_cast<Method>(-1)), nullptr);
+  EXPECT_STREQ(anode::to_string(static_cast<Method>(6)), "?");
+  EXPECT_TRUE(throws_mentioning([] { anode::method_traits(static_cast<Method>(-1)); },
+                                {"invalid Method value -1"}));
+  EXPECT_TRUE(throws_mentioning(
+      [] { anode::method_from_string("rk3"); },
+      {"unknown method 'rk3'", "expected euler, rk2, rk4, bosh3, dopri5 or tsit5"}));
+  static_assert(anode::find_method(Method::Dopri5)->adaptive());
+  static_assert(!anode::find_method(Method::RK4)->adaptive());
+}
+
 // Each table satisfies the order conditions of its declared order and (for Euler, RK2) fails the
 // next one, so `order` is neither over- nor under-stated.
 TEST(Tableau, OrderConditions) {

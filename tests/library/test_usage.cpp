@@ -5,6 +5,8 @@
 
 #include "support/testing.hpp"
 
+#include <anode/memory.hpp>
+
 #include <cstdio>
 #include <sstream>
 #include <string>

@@ -5,6 +5,7 @@
 
 #include <ATen/core/ivalue.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/types.h>
 
 #include <string>
 #include <utility>

@@ -9,9 +9,7 @@
 #include <torch/csrc/autograd/functions/accumulate_grad.h>
 #include <torch/types.h>
 
-#include <memory>
 #include <unordered_set>
-#include <utility>
 #include <vector>
 
 namespace anode {

@@ -27,8 +27,12 @@
 // - the caller's world is left as it was: generators and buffers are restored afterwards, and no
 //   tensor autograd handed in is written to.
 // Every backward can be retried after an exception: it keeps no half-built state.
+//
+// The pieces: the call object (checkpoint_call.hpp), the kept graph of keep_latest_graph
+// (kept_graph.hpp), the parameter-gradient sums of the binomial backward (param_sums.hpp), the
+// checkpoints a memory_budget allows (budget.hpp) and the binomial schedule (schedule.hpp). This
+// file is the Function: its forward pass, its backward paths, and the checks of each recompute.
 
-#include <ATen/autocast_mode.h>
 #include <anode/adaptive.hpp>
 #include <anode/detail/autocast.hpp>
 #include <anode/detail/buffers.hpp>
@@ -36,11 +40,11 @@
 #include <anode/detail/graph.hpp>
 #include <anode/detail/rng.hpp>
 #include <anode/gradient/budget.hpp>
+#include <anode/gradient/checkpoint_call.hpp>
+#include <anode/gradient/kept_graph.hpp>
+#include <anode/gradient/param_sums.hpp>
 #include <anode/gradient/schedule.hpp>
 #include <anode/integrate.hpp>
-#include <anode/memory.hpp>
-#include <anode/options.hpp>
-#include <anode/system.hpp>
 
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -49,7 +53,6 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -58,93 +61,6 @@
 namespace anode {
 namespace detail {
 
-/// keep_latest_graph: the graph a block's forward pass built, from its (detached) input to its
-/// output, until its backward takes it or the next block's forward releases it. Either happens
-/// under the mutex, so a backward on another thread and a release never both see it.
-struct KeptGraph {
-  std::mutex mutex;
-  torch::Tensor input;   // the leaf the graph starts from
-  torch::Tensor output;  // its end, whose grad_fn chain holds the graph
-
-  std::pair<torch::Tensor, torch::Tensor> take() {
-    std::lock_guard<std::mutex> lock(mutex);
-    return {std::move(input), std::move(output)};
-  }
-  void release() {
-    (void)take();  // the graph is freed here, outside the lock
-  }
-};
-
-/// The graph the latest Anode forward pass of this thread kept (keep_latest_graph), if any.
-inline std::weak_ptr<KeptGraph>& latest_kept_graph() {
-  thread_local std::weak_ptr<KeptGraph> latest;
-  return latest;
-}
-
-/// Frees the graph the previous block kept: a block's forward pass is starting.
-inline void release_latest_kept_graph() {
-  if (auto kept = latest_kept_graph().lock()) kept->release();
-  latest_kept_graph().reset();
-}
-
-/// Everything the forward pass needs to leave for the backward pass of one block call.
-struct CheckpointCall : torch::CustomClassHolder {
-  CheckpointCall(System sys, Stepper st, const ODEBlockOptions& o, const c10::Device& device)
-      : system(std::move(sys)),
-        stepper(std::move(st)),
-        checkpoints(o.checkpoints()),  // clamped to the grid in forward
-        keep_forward_checkpoints(o.keep_forward_checkpoints()),
-        memory_budget(o.memory_budget()),
-        verify(o.verify_recompute()),
-        keep_latest(o.keep_latest_graph()),
-        generators(o.preserve_rng_state() ? replayed_generators(o.generators(), device)
-                                          : std::vector<at::Generator>{}) {}
-
-  /// A stored point of the trajectory: the state and the world the next step must see.
-  struct Snapshot {
-    torch::Tensor z;
-    int64_t position = -1;
-    RngState rng;                        // empty unless random numbers are replayed
-    std::vector<torch::Tensor> buffers;  // empty unless the RHS is training
-  };
-
-  Snapshot snapshot(const torch::Tensor& z, int64_t position, bool with_rng) const {
-    Snapshot s;
-    s.z = z;
-    s.position = position;
-    if (with_rng) s.rng = RngState::capture(generators);
-    if (system.training) s.buffers = snapshot_buffers(system.buffers);
-    return s;
-  }
-  void enter(const Snapshot& s) const {
-    if (!s.rng.empty()) s.rng.restore();
-    if (system.training) restore_buffers(system.buffers, s.buffers);
-  }
-  /// Whether a snapshot of the world before a step is worth taking (something to put back).
-  bool world_changes() const { return draws || system.training; }
-
-  System system;
-  Stepper stepper;
-  int64_t checkpoints;              // 0: whole-block recompute; 1..N-1: binomial schedule
-  bool keep_forward_checkpoints;    // store the k checkpoints in forward (else in backward)
-  int64_t memory_budget;            // > 0: choose `checkpoints` in forward from a measured step
-  bool verify;                      // check the recompute against the forward (output, RNG)
-  bool keep_latest;                 // keep the forward's graph until the next block (or backward)
-  std::shared_ptr<KeptGraph> kept;  // that graph, while kept
-  std::vector<at::Generator> generators;  // replayed; empty when preserve_rng_state is off
-  AutocastState autocast;                 // the forward pass's
-  Snapshot start;                         // z_0's world (z itself is saved through the context)
-  std::vector<uint64_t> rng_after;        // digest of the generators after the block's forward
-  bool draws = false;                     // whether the forward pass drew from them
-  torch::Tensor fingerprint;              // sum of the forward's output in double, on its device
-  std::vector<Snapshot> slots;            // keep_forward_checkpoints: slot 1..k (index 0 unused)
-  schedule::Schedule plan;                // binomial schedule, when checkpoints > 0
-  std::vector<torch::Tensor> params;      // the node's parameter inputs, in order
-  std::shared_ptr<AdaptiveSession> adaptive;  // adaptive method: the forward records its grid
-  std::vector<int64_t> out_sizes;
-  c10::ScalarType out_dtype = c10::ScalarType::Undefined;
-};
-
 /// A cheap, exact summary of a block output: a recompute that reproduces the output bit for bit
 /// reproduces this bit for bit. Stays on the output's device (no host sync in forward).
 inline torch::Tensor output_fingerprint(const torch::Tensor& z) {
@@ -152,123 +68,7 @@ inline torch::Tensor output_fingerprint(const torch::Tensor& z) {
   return z.detach().sum(torch::kDouble);
 }
 
-inline int64_t tensor_bytes(const std::vector<torch::Tensor>& ts) {
-  int64_t n = 0;
-  for (const auto& t : ts) {
-    if (t.defined()) n += t.numel() * static_cast<int64_t>(t.element_size());
-  }
-  return n;
-}
-
 }  // namespace detail
-
-/// The parameter-gradient sums of a binomial backward, which reverses one step at a time.
-///
-/// Backprop sums a parameter's gradient over all steps inside one autograd pass, in the order the
-/// steps are reversed; under autocast it sums at the weight's cached low-precision cast, in that
-/// precision, and converts once. To return the same bits, each reversed step here is seeded with
-/// the running sum: the sum enters the step's autograd pass through an extra identity use of the
-/// parameter (created last, so autograd runs it first) and the step's own contributions are added
-/// to it in autograd's order. Under autocast the differentiated tensor is the cached cast itself,
-/// unless the parameter is also used directly in that step; then that step differentiates the
-/// parameter (exact, but summed in its own precision).
-class GradientSums {
- public:
-  GradientSums(const detail::CheckpointCall& call, const std::vector<torch::Tensor>& params,
-               const std::vector<bool>& need)
-      : params_(params),
-        need_(need),
-        full_(params.size()),
-        low_(params.size()),
-        cast_(params.size()) {
-    torch::AutoGradMode enable(true);
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      if (!need_[1 + i]) continue;
-      const auto& p = params[i];
-      const auto type = p.device().type();
-      const auto& ac = call.autocast;
-      const bool on = (type == c10::DeviceType::CPU && ac.cpu_enabled) ||
-                      (type == c10::DeviceType::CUDA && ac.cuda_enabled);
-      if (!on || !ac.cache_enabled || p.scalar_type() != torch::kFloat || !p.is_leaf() ||
-          p.is_view())
-        continue;
-      // The cast every autocast op of the recompute will take from the cache.
-      cast_[i] = at::autocast::cached_cast(
-          type == c10::DeviceType::CPU ? ac.cpu_dtype : ac.cuda_dtype, p, type);
-      if (cast_[i].is_same(p) || !cast_[i].grad_fn()) cast_[i] = torch::Tensor();
-    }
-  }
-
-  /// Backpropagates `adjoint` through one step `next = step(zi)`: `adjoint` becomes dL/dzi and the
-  /// parameter sums grow by the step's contributions.
-  void reverse_step(const torch::Tensor& next, const torch::Tensor& zi, torch::Tensor& adjoint) {
-    std::vector<const torch::autograd::Node*> stops;
-    for (const auto& c : cast_) {
-      if (c.defined()) stops.push_back(c.grad_fn().get());
-    }
-    for (const auto& p : params_) {
-      if (p.grad_fn()) stops.push_back(p.grad_fn().get());  // a non-leaf parameter is an input
-    }
-    const auto leaves = detail::reached_leaves({next}, stops);
-    std::vector<torch::Tensor> known(params_);
-    known.push_back(zi);
-    detail::check_no_foreign_leaf_in(leaves, known, "Gradient::Anode");
-    // Which parameters this step uses directly (not only through their cached cast).
-    std::vector<bool> direct(params_.size(), false);
-    for (const auto& leaf : leaves) {
-      for (std::size_t i = 0; i < params_.size(); ++i) {
-        if (leaf.is_same(params_[i])) direct[i] = true;
-      }
-    }
-    if (!next.requires_grad()) {
-      adjoint = torch::zeros_like(zi);
-      return;
-    }
-    std::vector<torch::Tensor> roots{next}, seeds{adjoint}, inputs{zi};
-    std::vector<std::pair<std::size_t, bool>> where;  // (parameter, through its cast)
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      if (!need_[1 + i]) continue;
-      const bool low = cast_[i].defined() && !direct[i];
-      const torch::Tensor& input = low ? cast_[i] : params_[i];
-      torch::Tensor& sum = low ? low_[i] : full_[i];
-      inputs.push_back(input);
-      where.emplace_back(i, low);
-      if (sum.defined()) {
-        roots.push_back(input.view_as(input));
-        seeds.push_back(sum);
-      }
-    }
-    auto g = torch::autograd::grad(roots, inputs, seeds, /*retain_graph=*/false,
-                                   /*create_graph=*/false, /*allow_unused=*/true);
-    adjoint = g[0].defined() ? g[0] : torch::zeros_like(zi);
-    for (std::size_t j = 0; j < where.size(); ++j) {
-      const auto [i, low] = where[j];
-      if (g[1 + j].defined()) (low ? low_[i] : full_[i]) = g[1 + j];
-    }
-  }
-
-  /// One entry per Function input (z0 first, left empty here), the call object's excluded.
-  torch::autograd::variable_list parameter_gradients() const {
-    torch::autograd::variable_list out(1 + params_.size());
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      if (!need_[1 + i]) continue;
-      torch::Tensor g = full_[i];
-      if (low_[i].defined()) {
-        const torch::Tensor up = low_[i].to(params_[i].scalar_type());
-        g = g.defined() ? g + up : up;
-      }
-      out[1 + i] = g;
-    }
-    return out;
-  }
-
- private:
-  const std::vector<torch::Tensor>& params_;
-  const std::vector<bool>& need_;
-  std::vector<torch::Tensor> full_;  // sums of gradients taken at the parameter
-  std::vector<torch::Tensor> low_;   // sums taken at its cached autocast cast
-  std::vector<torch::Tensor> cast_;  // the cached cast, when autocast casts this parameter
-};
 
 /// The ANODE autograd Function. Inputs: the block input z0 and the differentiable parameters
 /// (as a TensorList, so autograd sees them as inputs); the call object carries the rest.
@@ -279,13 +79,17 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& z0,
                                at::TensorList params, c10::intrusive_ptr<Call> call) {
     const auto& stepper = call->stepper;
-    call->params = params.vec();
-    call->autocast = detail::AutocastState::capture();
-    Guard graph_free(call->autocast, Guard::Purpose::GraphFree);
-    call->start = call->snapshot(torch::Tensor(), 0, /*with_rng=*/!call->generators.empty());
-    if (call->memory_budget > 0) {
-      call->checkpoints = plan_for_budget(*call, z0);
-      call->enter(call->start);  // the measured step drew random numbers and updated buffers
+    const detail::CheckpointConfig& cfg = call->config;
+    detail::ForwardRecord& rec = call->record;
+    rec.params = params.vec();
+    rec.autocast = detail::AutocastState::capture();
+    Guard graph_free(rec.autocast, Guard::Purpose::GraphFree);
+    rec.start = call->snapshot(torch::Tensor(), 0, /*with_rng=*/!cfg.generators.empty());
+    rec.checkpoints = cfg.checkpoints;  // clamped to the grid below
+    if (cfg.memory_budget > 0) {
+      rec.checkpoints = detail::checkpoints_for_budget(call->stepper, call->system, rec.autocast,
+                                                       rec.start.rng, z0, cfg.memory_budget);
+      call->enter(rec.start);  // the measured step drew random numbers and updated buffers
     }
     // This block's forward pass starts: the graph the previous one kept is not needed first.
     detail::release_latest_kept_graph();
@@ -295,32 +99,32 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
       zN = run_adaptive(*call, z0);
     }
     const int64_t steps = call->stepper.grid().steps;
-    if (call->checkpoints >= steps) call->checkpoints = 0;  // the whole block fits
-    if (call->checkpoints > 0) call->plan = schedule::binomial_schedule(steps, call->checkpoints);
+    if (rec.checkpoints >= steps) rec.checkpoints = 0;  // the whole block fits
+    if (rec.checkpoints > 0) rec.plan = schedule::binomial_schedule(steps, rec.checkpoints);
     if (zN.defined()) {
       // the adaptive pass's output
-    } else if (call->checkpoints > 0 && call->keep_forward_checkpoints) {
-      zN = run_forward_plan(*call, z0, /*to_end=*/true, /*with_rng=*/!call->generators.empty(),
-                            call->slots);
-    } else if (call->keep_latest && call->checkpoints == 0) {
+    } else if (rec.checkpoints > 0 && cfg.keep_forward_checkpoints) {
+      zN = run_forward_plan(*call, z0, /*to_end=*/true, /*with_rng=*/!cfg.generators.empty(),
+                            rec.slots);
+    } else if (cfg.keep_latest && rec.checkpoints == 0) {
       zN = run_keeping_graph(*call, z0, steps);
     } else {
       zN = stepper.integrate(z0, 0, steps);
     }
-    if (!call->generators.empty()) {
-      const auto after = detail::RngState::capture(call->generators);
-      call->draws = !after.same_as(call->start.rng);
-      if (call->draws) {
-        call->rng_after = after.digest();
+    if (!cfg.generators.empty()) {
+      const auto after = detail::RngState::capture(cfg.generators);
+      rec.draws = !after.same_as(rec.start.rng);
+      if (rec.draws) {
+        rec.rng_after = after.digest();
       } else {
         // Nothing drawn, nothing to replay: keep no generator state (5 KB each on the CPU).
-        call->start.rng = detail::RngState();
-        for (auto& s : call->slots) s.rng = detail::RngState();
+        rec.start.rng = detail::RngState();
+        for (auto& s : rec.slots) s.rng = detail::RngState();
       }
     }
-    if (call->verify) call->fingerprint = detail::output_fingerprint(zN);
-    call->out_sizes = zN.sizes().vec();
-    call->out_dtype = zN.scalar_type();
+    if (cfg.verify) rec.fingerprint = detail::output_fingerprint(zN);
+    rec.out_sizes = zN.sizes().vec();
+    rec.out_dtype = zN.scalar_type();
     detail::save_for_backward(ctx, z0, params, call);
     return zN;
   }
@@ -334,7 +138,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     auto call = detail::load_object<Call>(ctx, "call");
     const auto saved = ctx->get_saved_variables();
     const torch::Tensor& z0 = saved[0];
-    const auto& params = call->params;  // this node's parameter inputs, in forward's order
+    const auto& params = call->record.params;  // this node's parameter inputs, in forward's order
     const std::size_t n_params = params.size();
     // One entry per forward argument: z0, each parameter, and the (non-tensor) call object.
     const torch::Tensor& grad_out = grads[0];
@@ -344,9 +148,9 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     // Run under the forward's autocast state; leave the caller's random streams and the
     // forward's final buffer values as they are now.
     BackwardCounting counting(call->stepper.counter());
-    Guard recompute(call->autocast, Guard::Purpose::Recompute);
+    Guard recompute(call->record.autocast, Guard::Purpose::Recompute);
     std::optional<detail::RngFork> fork;
-    if (!call->generators.empty()) fork.emplace(call->generators);
+    if (!call->config.generators.empty()) fork.emplace(call->config.generators);
     std::unique_ptr<detail::BufferRestore> keep_buffers;
     if (call->system.training) {
       keep_buffers = std::make_unique<detail::BufferRestore>(call->system.buffers);
@@ -354,15 +158,16 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     // The generators' states a faithful recompute of the whole block ends in: the forward's, or,
     // if it drew nothing (nothing is replayed), the states they have now.
     std::vector<uint64_t> expected_digest;
-    if (fork) expected_digest = call->draws ? call->rng_after : fork->saved().digest();
+    if (fork)
+      expected_digest = call->record.draws ? call->record.rng_after : fork->saved().digest();
     const std::vector<uint64_t>* expected = fork ? &expected_digest : nullptr;
 
     std::vector<bool> need(1 + n_params);
     for (std::size_t i = 0; i < need.size(); ++i) need[i] = ctx->needs_input_grad(i);
-    if (call->checkpoints == 0) {
+    if (call->record.checkpoints == 0) {
       // The graph the forward pass kept, if the next block has not released it: no recompute.
       auto [kept_in, kept_out] =
-          call->kept ? call->kept->take() : std::pair<torch::Tensor, torch::Tensor>();
+          call->record.kept ? call->record.kept->take() : std::pair<torch::Tensor, torch::Tensor>();
       if (kept_out.defined()) {
         out = backward_kept(*call, kept_in, kept_out, grad_out, params, need);
       } else {
@@ -375,13 +180,13 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
       // retry after an exception), they are rebuilt by replaying the forward plan from the block
       // input in the forward's RNG and buffer state, up to the last checkpoint: the same states,
       // bit for bit. Nothing is written to `call` here, so a failed backward can be retried.
-      std::vector<Call::Snapshot> slots = std::move(call->slots);
-      call->slots.clear();
+      std::vector<Call::Snapshot> slots = std::move(call->record.slots);
+      call->record.slots.clear();
       if (slots.empty()) {
-        call->enter(replayed(*call, call->start));
-        Guard graph_free(call->autocast, Guard::Purpose::GraphFree);
+        call->enter(replayed(*call, call->record.start));
+        Guard graph_free(call->record.autocast, Guard::Purpose::GraphFree);
         torch::NoGradGuard no_grad;
-        run_forward_plan(*call, z0, /*to_end=*/false, /*with_rng=*/call->draws, slots);
+        run_forward_plan(*call, z0, /*to_end=*/false, /*with_rng=*/call->record.draws, slots);
       }
       out = backward_binomial(*call, z0, grad_out, params, need, std::move(slots), expected);
     }
@@ -393,7 +198,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
   // A snapshot as the recompute enters it: its RNG states are replayed only if the forward pass
   // drew random numbers (otherwise the live states are left alone, and checked at the end).
   static Call::Snapshot replayed(const Call& call, const Call::Snapshot& s) {
-    if (call.draws) return s;
+    if (call.record.draws) return s;
     Call::Snapshot t = s;
     t.rng = detail::RngState();
     return t;
@@ -412,14 +217,14 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     std::vector<double> times{interval.t0};
     const Stepper& stepper = call.stepper;
     const auto f = [&stepper](double t, const torch::Tensor& x) { return stepper.eval(t, x); };
-    const bool keep = call.keep_latest && !session.have_k;
+    const bool keep = call.config.keep_latest && !session.have_k;
     torch::Tensor input, z;
     {
       std::optional<Guard> as_captured;
       std::optional<torch::AutoGradMode> enable;
       input = z0;
       if (keep) {
-        as_captured.emplace(call.autocast, Guard::Purpose::Forward);
+        as_captured.emplace(call.record.autocast, Guard::Purpose::Forward);
         enable.emplace(true);
         input = z0.detach().requires_grad_(z0.requires_grad());
       }
@@ -430,52 +235,8 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     if (!keep) return z;
     // The stage carried to the next interval must not hold this interval's graph alive.
     if (session.k.defined()) session.k = session.k.detach();
-    keep_graph(call, input, z);
+    call.record.kept = detail::keep_latest_graph(input, z);
     return z.detach();
-  }
-
-  // Keeps the graph from `input` to `output` for this block's backward, and registers it as the
-  // one the next block's forward pass releases.
-  static void keep_graph(Call& call, const torch::Tensor& input, const torch::Tensor& output) {
-    auto kept = std::make_shared<detail::KeptGraph>();
-    kept->input = input;
-    kept->output = output;
-    call.kept = kept;
-    detail::latest_kept_graph() = kept;
-  }
-
-  // Measures one step's forward and backward on the block input, under the forward's autocast
-  // state, and picks the checkpoints that keep the block's backward within the budget.
-  static int64_t plan_for_budget(const Call& call, const torch::Tensor& z0) {
-    const c10::Device device = z0.device();
-    if (device.is_cpu()) memory::install_cpu_meter();
-    detail::StepCost cost;
-    cost.state = z0.numel() * static_cast<int64_t>(z0.element_size());
-    const auto need = call.system.differentiable_parameters();
-    cost.accumulators = cost.state + 2 * detail::tensor_bytes(need);
-    const int64_t rng_bytes = call.start.rng.empty() ? 0 : detail::tensor_bytes([&] {
-      std::vector<torch::Tensor> ts;
-      for (const auto& [g, s] : call.start.rng.states()) ts.push_back(s);
-      return ts;
-    }());
-    cost.slot = cost.state + rng_bytes +
-                (call.system.training ? detail::tensor_bytes(call.system.buffers) : 0);
-    {
-      memory::PeakScope scope(device);
-      Guard recompute(call.autocast, Guard::Purpose::Recompute);
-      torch::AutoGradMode enable(true);
-      torch::Tensor zi = z0.detach().requires_grad_(true);
-      torch::Tensor next = call.stepper.step(0, zi);
-      cost.graph = scope.current_bytes();
-      if (next.requires_grad()) {
-        std::vector<torch::Tensor> inputs{zi};
-        inputs.insert(inputs.end(), need.begin(), need.end());
-        torch::autograd::grad({next}, inputs, {torch::ones_like(next)}, /*retain_graph=*/false,
-                              /*create_graph=*/false, /*allow_unused=*/true);
-      }
-      cost.peak = scope.peak_bytes();
-    }
-    return detail::checkpoints_within(cost, call.stepper.grid().steps, call.memory_budget);
   }
 
   // keep_latest_graph: the block's steps with autograd on, as Backprop takes them (under the
@@ -485,12 +246,12 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
   static torch::Tensor run_keeping_graph(Call& call, const torch::Tensor& z0, int64_t steps) {
     torch::Tensor input, output;
     {
-      Guard as_captured(call.autocast, Guard::Purpose::Forward);
+      Guard as_captured(call.record.autocast, Guard::Purpose::Forward);
       torch::AutoGradMode enable(true);
       input = z0.detach().requires_grad_(z0.requires_grad());
       output = call.stepper.integrate(input, 0, steps);
     }
-    keep_graph(call, input, output);
+    call.record.kept = detail::keep_latest_graph(input, output);
     return output.detach();
   }
 
@@ -537,7 +298,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
       const Call& call, const torch::Tensor& z0, const torch::Tensor& grad_out,
       const std::vector<torch::Tensor>& params, const std::vector<bool>& need,
       const std::vector<uint64_t>* expected_rng) {
-    call.enter(replayed(call, call.start));
+    call.enter(replayed(call, call.record.start));
     torch::AutoGradMode enable(true);
     torch::Tensor z = z0.detach().requires_grad_(need[0]);
     torch::Tensor zN = call.stepper.integrate(z, 0, call.stepper.grid().steps);
@@ -553,8 +314,8 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
   // backward). Writes nothing else, so a sweep that throws leaves no half-built state behind.
   static torch::Tensor run_forward_plan(const Call& call, const torch::Tensor& z0, bool to_end,
                                         bool with_rng, std::vector<Call::Snapshot>& slots) {
-    std::vector<Call::Snapshot> built(static_cast<std::size_t>(call.checkpoints) + 1);
-    const auto& actions = call.plan.forward;
+    std::vector<Call::Snapshot> built(static_cast<std::size_t>(call.record.checkpoints) + 1);
+    const auto& actions = call.record.plan.forward;
     std::size_t end = actions.size();
     if (!to_end) {
       while (end > 0 && actions[end - 1].kind != schedule::ActionKind::Store) --end;
@@ -569,7 +330,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
           pos += a.arg;
           break;
         case schedule::ActionKind::Store:
-          TORCH_CHECK(a.arg >= 1 && a.arg <= call.checkpoints,
+          TORCH_CHECK(a.arg >= 1 && a.arg <= call.record.checkpoints,
                       "anode: internal error: schedule stores to slot ", a.arg);
           built[static_cast<std::size_t>(a.arg)] = call.snapshot(z, pos, with_rng);
           break;
@@ -593,15 +354,15 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     int64_t pos = -1;
     torch::Tensor adjoint = grad_out;  // dL/dz_{next step to reverse + 1}
     int64_t next_reverse = n_steps - 1;
-    GradientSums sums(call, params, need);
+    detail::GradientSums sums(call.record.autocast, params, need);
     torch::Tensor fingerprint;  // of the recomputed z_N, compared once all steps are reversed
-    slots[0] = replayed(call, call.start);
+    slots[0] = replayed(call, call.record.start);
     slots[0].z = z0;
     // The generators' states after the step reversed next, as the forward pass (for the last
     // step) or the recompute of the step after it left them.
-    const std::vector<uint64_t>* after_step = call.draws ? expected_rng : nullptr;
+    const std::vector<uint64_t>* after_step = call.record.draws ? expected_rng : nullptr;
     std::vector<uint64_t> world_rng;
-    for (const auto& a : call.plan.backward) {
+    for (const auto& a : call.record.plan.backward) {
       switch (a.kind) {
         case schedule::ActionKind::Restore: {
           const auto& s = slots.at(static_cast<std::size_t>(a.arg));
@@ -612,13 +373,13 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
           break;
         }
         case schedule::ActionKind::Advance: {
-          Guard graph_free(call.autocast, Guard::Purpose::GraphFree);
+          Guard graph_free(call.record.autocast, Guard::Purpose::GraphFree);
           z = call.stepper.integrate(z, pos, pos + a.arg);
           pos += a.arg;
           break;
         }
         case schedule::ActionKind::Store:
-          slots.at(static_cast<std::size_t>(a.arg)) = call.snapshot(z, pos, call.draws);
+          slots.at(static_cast<std::size_t>(a.arg)) = call.snapshot(z, pos, call.record.draws);
           break;
         case schedule::ActionKind::Free:
           slots.at(static_cast<std::size_t>(a.arg)) = Call::Snapshot{};
@@ -629,7 +390,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
           // Reverse one step: it consumes the RNG/buffers of step pos, which later actions that
           // start from this same state must see again.
           Call::Snapshot world;
-          if (call.world_changes()) world = call.snapshot(torch::Tensor(), pos, call.draws);
+          if (call.world_changes()) world = call.snapshot(torch::Tensor(), pos, call.record.draws);
           {
             torch::AutoGradMode enable(true);
             torch::Tensor zi = z.detach().requires_grad_(true);
@@ -639,7 +400,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
             sums.reverse_step(next, zi, adjoint);
           }
           if (call.world_changes()) call.enter(world);
-          if (call.draws) {
+          if (call.record.draws) {
             world_rng = world.rng.digest();
             after_step = &world_rng;
           }
@@ -651,7 +412,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     TORCH_CHECK(next_reverse == -1, "anode: internal error: the backward schedule left step ",
                 next_reverse, " unreversed");
     // Nothing replayed: the generators must not have moved at all.
-    if (!call.draws && expected_rng != nullptr) check_rng(call, *expected_rng, -1);
+    if (!call.record.draws && expected_rng != nullptr) check_rng(call, *expected_rng, -1);
     verify_fingerprint(call, fingerprint);
     torch::autograd::variable_list out = sums.parameter_gradients();
     if (need[0]) out[0] = adjoint;
@@ -664,13 +425,14 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
   // fingerprint (undefined without verify_recompute), for verify_fingerprint to compare.
   static torch::Tensor check_recomputed(const Call& call, const torch::Tensor& z,
                                         const std::vector<uint64_t>* expected_rng) {
-    TORCH_CHECK(z.sizes().vec() == call.out_sizes && z.scalar_type() == call.out_dtype,
-                "anode: the recomputed block output (shape ", z.sizes(), ", dtype ",
-                z.scalar_type(), ") differs from the forward pass's (shape ",
-                c10::IntArrayRef(call.out_sizes), ", dtype ", call.out_dtype,
-                "); the right-hand side must be deterministic given its inputs and RNG state");
+    TORCH_CHECK(
+        z.sizes().vec() == call.record.out_sizes && z.scalar_type() == call.record.out_dtype,
+        "anode: the recomputed block output (shape ", z.sizes(), ", dtype ", z.scalar_type(),
+        ") differs from the forward pass's (shape ", c10::IntArrayRef(call.record.out_sizes),
+        ", dtype ", call.record.out_dtype,
+        "); the right-hand side must be deterministic given its inputs and RNG state");
     if (expected_rng != nullptr) check_rng(call, *expected_rng, -1);
-    if (!call.verify || !call.fingerprint.defined()) return torch::Tensor();
+    if (!call.config.verify || !call.record.fingerprint.defined()) return torch::Tensor();
     return detail::output_fingerprint(z);
   }
 
@@ -681,7 +443,8 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
   // before any gradient is returned, so a mismatch still means no gradient at all.
   static void verify_fingerprint(const Call& call, const torch::Tensor& now) {
     if (!now.defined()) return;
-    const torch::Tensor both = torch::stack({call.fingerprint, now}).to(torch::kCPU);  // one sync
+    const torch::Tensor both =
+        torch::stack({call.record.fingerprint, now}).to(torch::kCPU);  // one sync
     const double before = both.data_ptr<double>()[0], recomputed = both.data_ptr<double>()[1];
     TORCH_CHECK(
         std::memcmp(&before, &recomputed, sizeof(double)) == 0,
@@ -700,13 +463,13 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
 
   // The generators must be where a faithful recompute leaves them.
   static void check_rng(const Call& call, const std::vector<uint64_t>& expected, int64_t step) {
-    const auto live = detail::RngState::capture(call.generators).digest();
+    const auto live = detail::RngState::capture(call.config.generators).digest();
     int64_t i = -1;
     for (std::size_t j = 0; j < live.size() && i < 0; ++j) {
       if (j >= expected.size() || live[j] != expected[j]) i = static_cast<int64_t>(j);
     }
     if (i < 0) return;
-    const auto& gen = call.generators.at(static_cast<std::size_t>(i));
+    const auto& gen = call.config.generators.at(static_cast<std::size_t>(i));
     TORCH_CHECK(false,
                 "anode: recomputing this ODE block in backward did not draw the same random "
                 "numbers as its forward pass",

@@ -9,6 +9,8 @@
 #include "support/remove_tree.hpp"
 #include "support/testing.hpp"
 
+#include <anode/memory.hpp>
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -143,7 +145,7 @@ INSTANTIATE_TEST_SUITE_P(
         CountCase{"resnet", 1.0, 10, {}, 11173962, 9620},
         // ResNet(BasicBlock, [2, 2, 2, 2], num_classes=100)
         CountCase{"resnet", 1.0, 100, {}, 11220132, -1},
-        // SqueezeNext(1.0, [6, 6, 8, 1], 10): SqNxt-23 as the paper and issue describe it
+        // SqueezeNext(1.0, [6, 6, 8, 1], 10): SqNxt-23 as the paper describes it
         CountCase{"sqnxt", 1.0, 10, {}, 738234, 13076},
         // SqueezeNext(1.0, [6, 6, 8, 1], 100)
         CountCase{"sqnxt", 1.0, 100, {}, 749844, -1},

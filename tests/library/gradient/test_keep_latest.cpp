@@ -6,6 +6,8 @@
 
 #include "support/testing.hpp"
 
+#include <anode/memory.hpp>
+
 #include <cstdint>
 #include <memory>
 #include <vector>
