@@ -12,6 +12,7 @@
 #include <anode/adaptive.hpp>
 #include <anode/gradcheck.hpp>
 #include <anode/integrate.hpp>
+#include <anode/memory_plan.hpp>
 #include <anode/method.hpp>
 #include <anode/ode_block.hpp>
 #include <anode/odeint.hpp>

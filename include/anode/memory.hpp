@@ -36,7 +36,8 @@ inline void raw_free(void* ptr) {
   char* base = static_cast<char*>(ptr) - kHeader;
   int64_t n = 0;
   std::memcpy(&n, base, sizeof(n));
-  counters().current.fetch_sub(n, std::memory_order_relaxed);
+  const int64_t now = counters().current.fetch_sub(n, std::memory_order_relaxed) - n;
+  note_free(now);
   c10::free_cpu(base);
 }
 

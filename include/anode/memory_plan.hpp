@@ -418,6 +418,7 @@ inline std::shared_ptr<detail::PlanTicket> MemoryPlan::begin_forward(
   step_.tickets.push_back(t);
   boundary(Segment::Forward, t->index);
   t->fwd_usage = now();
+  t->forward_started = std::chrono::steady_clock::now();
   return t;
 }
 

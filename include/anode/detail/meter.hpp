@@ -71,6 +71,55 @@ inline void reset_cpu_peak() {
   counters().peak.store(counters().current.load());
 }
 
+// Low-water marks of the CPU meter: the least bytes live since a slot was last reset. A memory
+// plan takes the low point between two training steps as the baseline of the next (it is at most
+// what was live when the step started, whatever ran in between: an optimizer step, zero_grad,
+// loading the next batch). A few slots, so that several plans do not reset each other's.
+constexpr int kTroughSlots = 8;
+struct Troughs {
+  std::atomic<int64_t> value[kTroughSlots] = {};
+  std::atomic<uint32_t> active{0};
+};
+inline Troughs& troughs() {
+  static Troughs t;
+  return t;
+}
+
+/// Called by the CPU meter after every free, with the bytes live after it.
+inline void note_free(int64_t now) {
+  auto& t = troughs();
+  uint32_t a = t.active.load(std::memory_order_relaxed);
+  for (int i = 0; a != 0; ++i, a >>= 1) {
+    if ((a & 1u) == 0) continue;
+    int64_t low = t.value[i].load(std::memory_order_relaxed);
+    while (now < low && !t.value[i].compare_exchange_weak(low, now, std::memory_order_relaxed)) {
+    }
+  }
+}
+
+/// A free slot, its mark set to the bytes live now; -1 when all are taken.
+inline int acquire_trough_slot() {
+  auto& t = troughs();
+  uint32_t a = t.active.load();
+  for (;;) {
+    int i = 0;
+    while (i < kTroughSlots && (a & (1u << i)) != 0) ++i;
+    if (i == kTroughSlots) return -1;
+    t.value[i].store(cpu_current_bytes());
+    if (t.active.compare_exchange_weak(a, a | (1u << i))) return i;
+  }
+}
+inline void release_trough_slot(int i) {
+  if (i >= 0) troughs().active.fetch_and(~(1u << i));
+}
+/// The least bytes live since the slot was acquired or last reset.
+inline int64_t trough_bytes(int i) {
+  return std::min(troughs().value[i].load(), cpu_current_bytes());
+}
+inline void reset_trough(int i) {
+  troughs().value[i].store(cpu_current_bytes());
+}
+
 #if defined(ANODE_WITH_CUDA)
 // The caching allocator's statistics exist once it is initialised, which the first CUDA
 // allocation does; recent LibTorch throws when they are read before. One small allocation, once.
@@ -204,7 +253,21 @@ class PeakScope {
   c10::Device device_;
   int64_t baseline_ = 0;
   int64_t carried_ = 0;  // the highest peak seen before an inner scope reset the counter
+
+  friend int64_t take_cpu_peak();
 };
+
+/// The CPU meter's peak since its last reset, then resets it to the bytes live now, handing the
+/// peak to the PeakScopes open on this thread first (as an inner scope does), so that they keep
+/// it. A memory plan reads the peak of each segment of a step this way.
+inline int64_t take_cpu_peak() {
+  const int64_t p = cpu_peak_bytes();
+  for (PeakScope* s : open_scopes()) {
+    if (s->device_.is_cpu()) s->carried_ = std::max(s->carried_, p);
+  }
+  reset_cpu_peak();
+  return p;
+}
 
 }  // namespace detail
 }  // namespace memory

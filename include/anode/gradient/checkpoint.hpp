@@ -86,6 +86,8 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     Guard graph_free(rec.autocast, Guard::Purpose::GraphFree);
     rec.start = call->snapshot(torch::Tensor(), 0, /*with_rng=*/!cfg.generators.empty());
     rec.checkpoints = cfg.checkpoints;  // clamped to the grid below
+    rec.keep_forward = cfg.keep_forward_checkpoints;
+    if (cfg.plan) plan_forward(*call, z0);  // the plan decides these for this step
     if (cfg.memory_budget > 0) {
       rec.checkpoints = detail::checkpoints_for_budget(call->stepper, call->system, rec.autocast,
                                                        rec.start.rng, z0, cfg.memory_budget);
@@ -103,11 +105,11 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     if (rec.checkpoints > 0) rec.plan = schedule::binomial_schedule(steps, rec.checkpoints);
     if (zN.defined()) {
       // the adaptive pass's output
-    } else if (rec.checkpoints > 0 && cfg.keep_forward_checkpoints) {
+    } else if (rec.checkpoints > 0 && rec.keep_forward) {
       zN = run_forward_plan(*call, z0, /*to_end=*/true, /*with_rng=*/!cfg.generators.empty(),
                             rec.slots);
-    } else if (cfg.keep_latest && rec.checkpoints == 0) {
-      zN = run_keeping_graph(*call, z0, steps);
+    } else if ((cfg.keep_latest || rec.keep_graph) && rec.checkpoints == 0) {
+      zN = run_keeping_graph(*call, z0, steps, /*register_latest=*/!rec.keep_graph);
     } else {
       zN = stepper.integrate(z0, 0, steps);
     }
@@ -126,6 +128,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     rec.out_sizes = zN.sizes().vec();
     rec.out_dtype = zN.scalar_type();
     detail::save_for_backward(ctx, z0, params, call);
+    if (rec.ticket) cfg.plan->end_forward(*rec.ticket);
     return zN;
   }
 
@@ -142,7 +145,12 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     const std::size_t n_params = params.size();
     // One entry per forward argument: z0, each parameter, and the (non-tensor) call object.
     const torch::Tensor& grad_out = grads[0];
-    if (!grad_out.defined()) return torch::autograd::variable_list(2 + n_params);
+    detail::PlanTicket* ticket = call->record.ticket.get();
+    if (ticket) call->config.plan->begin_backward(*ticket);
+    if (!grad_out.defined()) {
+      if (ticket) call->config.plan->end_backward(*ticket);
+      return torch::autograd::variable_list(2 + n_params);
+    }
     torch::autograd::variable_list out;
 
     // Run under the forward's autocast state; leave the caller's random streams and the
@@ -190,6 +198,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
       }
       out = backward_binomial(*call, z0, grad_out, params, need, std::move(slots), expected);
     }
+    if (ticket) call->config.plan->end_backward(*ticket);
     out.emplace_back();  // for the call object: not a tensor input, but it has a slot
     return out;  // buffers restored (keep_buffers) after every gradient above has been taken
   }
@@ -239,11 +248,45 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     return z.detach();
   }
 
+  // The memory plan's decision for this call (ODEBlockOptions::memory_plan): keep its graph,
+  // recompute it whole, or binomial checkpoints rebuilt or kept. A calibrating call measures one
+  // step's cost first (as memory_budget does) and runs in its cheapest form.
+  static void plan_forward(Call& call, const torch::Tensor& z0) {
+    auto& rec = call.record;
+    const auto& memory_plan = call.config.plan;
+    detail::PlanCallKey key;
+    key.sizes = z0.sizes().vec();
+    key.dtype = z0.scalar_type();
+    key.device = z0.device();
+    key.training = call.system.training;
+    key.adaptive = call.adaptive != nullptr;
+    key.steps = key.adaptive ? 0 : call.stepper.grid().steps;
+    key.method = call.stepper.tableau().name;
+    key.parameters = rec.params.size();
+    rec.ticket = memory_plan->begin_forward(key);
+    auto& t = *rec.ticket;
+    if (t.calibrating) {
+      detail::StepCost cost;
+      if (!key.adaptive) {
+        cost = detail::measure_step_cost(call.stepper, call.system, rec.autocast, rec.start.rng,
+                                         z0);
+        call.enter(rec.start);  // the measured step drew random numbers and updated buffers
+      }
+      memory_plan->measured(t, cost);
+    }
+    const plan::Decision d = t.decision;
+    const bool binomial = d.choice == plan::Choice::Binomial || d.choice == plan::Choice::BinomialKept;
+    rec.checkpoints = binomial ? d.checkpoints : 0;
+    rec.keep_forward = d.choice == plan::Choice::BinomialKept;
+    rec.keep_graph = d.choice == plan::Choice::Keep;
+  }
+
   // keep_latest_graph: the block's steps with autograd on, as Backprop takes them (under the
   // caller's autocast state, cache included), keeping the graph for this block's backward and
   // registering it as the one the next block's forward pass releases. Returns the output without
   // the graph (the Function's own output).
-  static torch::Tensor run_keeping_graph(Call& call, const torch::Tensor& z0, int64_t steps) {
+  static torch::Tensor run_keeping_graph(Call& call, const torch::Tensor& z0, int64_t steps,
+                                         bool register_latest) {
     torch::Tensor input, output;
     {
       Guard as_captured(call.record.autocast, Guard::Purpose::Forward);
@@ -251,7 +294,8 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
       input = z0.detach().requires_grad_(z0.requires_grad());
       output = call.stepper.integrate(input, 0, steps);
     }
-    call.record.kept = detail::keep_latest_graph(input, output);
+    call.record.kept = register_latest ? detail::keep_latest_graph(input, output)
+                                       : detail::keep_graph(input, output);
     return output.detach();
   }
 

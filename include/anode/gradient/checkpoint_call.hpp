@@ -14,6 +14,7 @@
 #include <anode/gradient/kept_graph.hpp>
 #include <anode/gradient/schedule.hpp>
 #include <anode/integrate.hpp>
+#include <anode/memory_plan.hpp>
 #include <anode/options.hpp>
 #include <anode/system.hpp>
 
@@ -38,6 +39,7 @@ struct CheckpointConfig {
         memory_budget(o.memory_budget()),
         verify(o.verify_recompute()),
         keep_latest(o.keep_latest_graph()),
+        plan(o.memory_plan()),
         generators(o.preserve_rng_state() ? replayed_generators(o.generators(), device)
                                           : std::vector<at::Generator>{}) {}
 
@@ -46,6 +48,7 @@ struct CheckpointConfig {
   int64_t memory_budget;          // > 0: choose the checkpoints in forward from a measured step
   bool verify;                    // check the recompute against the forward (output, RNG)
   bool keep_latest;               // keep the forward's graph until the next block (or backward)
+  std::shared_ptr<MemoryPlan> plan;  // decides the three above per step, when set
   std::vector<at::Generator> generators;  // replayed; empty when preserve_rng_state is off
 };
 
@@ -59,7 +62,10 @@ struct Snapshot {
 
 /// What a forward pass records for the backward pass.
 struct ForwardRecord {
-  int64_t checkpoints = 0;  // used: the configuration's or the budget's, 0 if the block fits
+  int64_t checkpoints = 0;  // used: the configuration's, the budget's or the plan's; 0: whole
+  bool keep_forward = false;          // the forward pass stores the checkpoints
+  bool keep_graph = false;            // the forward keeps its graph for its own backward (plan)
+  std::shared_ptr<PlanTicket> ticket;  // the memory plan's view of this call
   std::shared_ptr<KeptGraph> kept;    // keep_latest_graph: the forward's graph, while kept
   AutocastState autocast;             // the forward pass's
   Snapshot start;                     // z_0's world (z itself is saved through the context)
