@@ -530,6 +530,16 @@ inline void MemoryPlan::finish_step() {
         p.solved_for = -1;
       }
     }
+    // Step times are noisy (a loaded machine, a first call's warm-up): each call's time per
+    // graph-free step is the least seen, which a re-plan follows when it moved by a fifth.
+    for (std::size_t j = 0; j < n && j < p.tau.size(); ++j) {
+      if (ts[j]->decision.choice == plan::Choice::Keep) continue;  // its forward builds a graph
+      const double seen = ts[j]->seconds_per_step;
+      if (seen > 0 && seen < p.tau[j]) {
+        if (seen < 0.8 * p.tau[j]) p.solved_for = -1;
+        p.tau[j] = seen;
+      }
+    }
     if (!reverse && p.reverse_order) {
       p.reverse_order = false;
       p.solved_for = -1;
