@@ -157,7 +157,8 @@ INSTANTIATE_TEST_SUITE_P(
     Networks, MemoryPlanBudgets,
     ::testing::Values(Case{false, 1, Method::Euler, 6}, Case{false, 4, Method::RK2, 4},
                       Case{false, 8, Method::RK4, 3}, Case{true, 1, Method::RK2, 4},
-                      Case{true, 4, Method::Euler, 4}, Case{true, 4, Method::RK4, 2}),
+                      Case{true, 4, Method::Euler, 4}, Case{true, 4, Method::RK4, 2},
+                      Case{true, 8, Method::RK2, 3}, Case{false, 4, Method::Euler, 16}),
     [](const ::testing::TestParamInfo<Case>& i) { return name(i.param); });
 
 // A new batch size is a new kind of step: the plan calibrates again, within the budget, and the
@@ -232,4 +233,49 @@ TEST(MemoryPlan, BadInputIsAClearError) {
   EXPECT_TRUE(throws_mentioning([&] { plan->begin_forward(other); },
                                 {"one plan is shared by blocks on cpu and on cuda:0"}));
   plan->release(*t);
+}
+
+// odeint's trajectories: each output interval is a call the plan budgets, fixed-step and adaptive
+// (an adaptive interval is recomputed whole, the only choice it supports under a plan).
+TEST(MemoryPlan, TrajectoriesFixedAndAdaptive) {
+  anode::memory::install_cpu_meter();
+  for (bool adaptive : {false, true}) {
+    auto base = adaptive ? anode::ODEBlockOptions().method(Method::Dopri5).rtol(1e-6).atol(1e-8)
+                         : anode::ODEBlockOptions().method(Method::RK2).steps(3);
+    torch::manual_seed(4);
+    MLP f(8, 32);
+    f->to(torch::kDouble);
+    const auto t = torch::linspace(0.0, 1.0, 5, torch::kDouble);
+    const auto z0 = torch::randn({64, 8}, torch::kDouble);
+    const auto run = [&](const anode::ODEBlockOptions& o) {
+      f->zero_grad();
+      auto z = z0.clone().requires_grad_();
+      StepResult r;
+      {
+        anode::memory::PeakScope scope;
+        anode::odeint(f, z, t, o).pow(2).mean().backward();
+        r.peak = scope.peak_bytes();
+      }
+      r.grads = {z.grad().clone()};
+      for (const auto& p : f->parameters()) r.grads.push_back(p.grad().clone());
+      return r;
+    };
+    const auto want = run(base.with_gradient(Gradient::Backprop));
+    auto probe = std::make_shared<anode::MemoryPlan>(int64_t{1} << 40);
+    run(anode::ODEBlockOptions(base).memory_plan(probe));
+    const int64_t smallest = probe->cheapest_peak_bytes();
+    ASSERT_GT(smallest, 0);
+    for (int64_t budget : {smallest, std::max(smallest, want.peak) * 2}) {
+      auto plan = std::make_shared<anode::MemoryPlan>(budget);
+      for (int s = 0; s < 3; ++s) {
+        const auto got = run(anode::ODEBlockOptions(base).memory_plan(plan));
+        EXPECT_LE(got.peak, budget) << "adaptive " << adaptive << " step " << s << "\n" << *plan;
+        EXPECT_LT(max_rel_err(got.grads, want.grads), 1e-12) << "adaptive " << adaptive;
+      }
+      EXPECT_EQ(plan->decisions().size(), 4u) << *plan;  // one call per output interval
+      if (adaptive) {
+        for (const auto& d : plan->decisions()) EXPECT_EQ(d.choice, anode::plan::Choice::Whole);
+      }
+    }
+  }
 }

@@ -191,12 +191,11 @@ inline Solution solve(const std::vector<CallProfile>& calls, int64_t budget,
     least = detail::pareto(std::move(next_least), exact);
     fronts.push_back(front);
     front = detail::pareto(std::move(next), s.exact);
-    if (front.empty()) break;
   }
   s.cheapest_peak = std::numeric_limits<int64_t>::max();
   for (const auto& p : least) s.cheapest_peak = std::min(s.cheapest_peak, p.peak);
   if (calls.empty()) s.cheapest_peak = 0;
-  if (front.empty()) return s;
+  if (front.empty() || calls.empty()) return s;
   // The cheapest complete plan; walk back through the fronts for its decisions.
   const auto best = std::min_element(front.begin(), front.end(),
                                      [](const detail::Partial& a, const detail::Partial& b) {
