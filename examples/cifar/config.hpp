@@ -43,6 +43,7 @@ struct Config {
   anode::Gradient gradient = anode::Gradient::Anode;  ///< --gradient anode|backprop|adjoint
   int64_t checkpoints = 0;                            ///< --checkpoints K (binomial, Anode only)
   bool keep_forward_checkpoints = false;              ///< --keep-forward-checkpoints
+  int64_t memory_budget = 0;  ///< --memory-budget SIZE in bytes (0: none): an anode::MemoryPlan
   int64_t epochs = 350;                               ///< --epochs N
   int64_t batch_size = 256;                           ///< --batch-size N
   double lr = 0.1;                                    ///< --lr X (see schedules.hpp)
@@ -166,6 +167,13 @@ inline void add_options(CLI::App& app, Config& c) {
                "with --checkpoints: store them in the forward pass (faster, K states per block "
                "instead of K in all)")
       ->check(NoValue());
+  // CLI11's size parser: 512MiB, 6GiB (powers of 1024), 2GB (powers of 1000), or bytes.
+  app.add_option("--memory-budget", c.memory_budget,
+                 "anode only: bytes one training step may use (e.g. 512MiB, 6GiB): the ODE blocks "
+                 "share an anode::MemoryPlan, which decides per block what to keep and recompute "
+                 "(CPU only in this version)")
+      ->type_name("SIZE")
+      ->transform(CLI::AsSizeValue(/*kb_is_1000=*/true));
 
   app.option_defaults()->group("training");
   app.add_option("--epochs", c.epochs, "epochs")->transform(IntegerAtLeast(1));
@@ -253,6 +261,14 @@ inline Config parse_args(const std::vector<std::string>& args) {
   if (c.checkpoints > 0 && c.gradient != anode::Gradient::Anode)
     throw UsageError("option --checkpoints " + std::to_string(c.checkpoints) +
                      " needs --gradient anode, got --gradient " + anode::to_string(c.gradient));
+  if (c.memory_budget < 0)
+    throw UsageError("option --memory-budget must be > 0, got " + std::to_string(c.memory_budget));
+  if (c.memory_budget > 0 && c.gradient != anode::Gradient::Anode)
+    throw UsageError(std::string("option --memory-budget needs --gradient anode, got --gradient ") +
+                     anode::to_string(c.gradient));
+  if (c.memory_budget > 0 && (c.checkpoints > 0 || c.keep_forward_checkpoints))
+    throw UsageError("option --memory-budget decides what --checkpoints and "
+                     "--keep-forward-checkpoints would; leave them out");
   if (c.keep_forward_checkpoints && c.checkpoints == 0)
     throw UsageError("option --keep-forward-checkpoints needs --checkpoints K >= 1");
   if (c.resume && !c.evaluate.empty())

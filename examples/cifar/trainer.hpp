@@ -34,6 +34,7 @@
 #include <iomanip>
 #include <iostream>
 #include <memory>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -100,6 +101,11 @@ class Trainer {
     torch::manual_seed(config_.seed);
     model_ = make_model(config_.model_spec());
     model_->to(device_);
+    if (config_.memory_budget > 0) {
+      // One budget for the whole training step, shared by every ODE block.
+      memory_plan_ = std::make_shared<anode::MemoryPlan>(config_.memory_budget);
+      for (auto& block : anode::ode_blocks(*model_)) block->options.memory_plan(memory_plan_);
+    }
     optimizer_ = std::make_unique<torch::optim::SGD>(model_->parameters(),
                                                      torch::optim::SGDOptions(config_.lr)
                                                          .momentum(config_.momentum)
@@ -132,9 +138,22 @@ class Trainer {
       if (!fit_epoch(&r, stop)) return false;
       csv.write(r);
       log << epoch_summary(r, config_.epochs) << std::endl;
+      if (memory_plan_) write_memory_plan(log);
     }
     return true;
   }
+
+  /// The memory plan's decisions and measurements (--memory-budget), on `log` and in
+  /// OUT/memory_plan.txt (rewritten after every epoch).
+  void write_memory_plan(std::ostream& log) const {
+    std::ostringstream text;
+    text << *memory_plan_;
+    log << "  " << text.str() << "\n";
+    std::ofstream(memory_plan_path()) << text.str() << "\n";
+  }
+  std::string memory_plan_path() const { return config_.out + "/memory_plan.txt"; }
+  /// The memory plan (--memory-budget), or null.
+  const std::shared_ptr<anode::MemoryPlan>& memory_plan() const { return memory_plan_; }
 
   /// Finishes the current epoch (from wherever it stands), evaluates, advances the state and saves
   /// a checkpoint. Returns false if `stop` was raised: the state so far is saved and `r` unset.
@@ -326,6 +345,7 @@ class Trainer {
   c10::Device device_;
   Split train_, test_;
   std::shared_ptr<ClassifierImpl> model_;
+  std::shared_ptr<anode::MemoryPlan> memory_plan_;  // --memory-budget
   std::unique_ptr<torch::optim::SGD> optimizer_;
   // The scheduler refers to *optimizer_, so it is declared after it and destroyed before it.
   std::unique_ptr<ClosedFormLR> lr_schedule_;

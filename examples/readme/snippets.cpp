@@ -121,6 +121,24 @@ void gradcheck() {
   TORCH_CHECK(report.max_rel_error_backprop < 1e-10, "Anode against Backprop: ", report);
 }
 
+void memory_plan() {
+  torch::nn::Sequential model(torch::nn::Linear(4, 16));
+  for (int i = 0; i < 3; ++i) {
+    model->push_back(anode::ODEBlock<torch::nn::LinearImpl>(torch::nn::Linear(16, 16),
+                                                            anode::ODEBlockOptions().steps(8)));
+  }
+  model->push_back(torch::nn::Linear(16, 1));
+  const auto x = torch::randn({64, 4});
+  // [snippet memory-plan]
+  // One budget for a whole training step (bytes, on the CPU meter), shared by the blocks.
+  auto plan = std::make_shared<anode::MemoryPlan>(int64_t{1} << 20);  // 1 MiB
+  for (auto& block : anode::ode_blocks(model)) block->options.memory_plan(plan);
+  for (int step = 0; step < 3; ++step) model->forward(x).pow(2).mean().backward();  // unchanged
+  std::cout << *plan << "\n";  // per block: keep its graph, recompute, checkpoints; bytes measured
+  // [snippet memory-plan]
+  TORCH_CHECK(plan->last_step_peak() <= plan->budget_bytes(), "over budget: ", *plan);
+}
+
 }  // namespace
 
 int main() {
@@ -131,6 +149,7 @@ int main() {
   functional();
   trajectory();
   gradcheck();
+  memory_plan();
   std::cout << "readme snippets: all ran\n";
   return 0;
 }
