@@ -52,3 +52,11 @@ CPP_VS_TORCHDIFFEQ = Target(1.05, "anode's Backprop step time over torchdiffeq's
 
 # Where per-operation overhead dominates (the 2-64-2 tanh MLP of scripts/bench_mlp.py).
 MLP_VS_TORCHDIFFEQ = Target(0.7, "anode's step time over torchdiffeq's on the small MLP")
+
+# The memory plan (docs/memory_plan.md): at every budget, its step time over that of the fastest
+# fixed strategy whose measured peak fits the budget; and at a budget of Backprop's peak, its step
+# time over Backprop's.
+PLAN_VS_FASTEST_FITTING = Target(1.03, "the plan's step time over the fastest fixed strategy "
+                                       "that fits its budget")
+PLAN_AT_BACKPROP_PEAK = Target(1.05, "the plan's step time over Backprop's, at a budget of "
+                                     "Backprop's peak")

@@ -46,12 +46,7 @@ void expect_usable() {
   auto b = mlp_block(100, opts(Method::RK2, 3, Gradient::Backprop));
   auto x = torch::randn({4, 3}, torch::kDouble);
   std::vector<std::vector<torch::Tensor>> g;
-  for (auto* block : {&a, &b}) {
-    auto xin = x.clone().requires_grad_(true);
-    std::vector<torch::Tensor> in{xin};
-    for (const auto& p : (*block)->parameters()) in.push_back(p);
-    g.push_back(grads_of((*block)->forward(xin).pow(2).sum(), in));
-  }
+  for (auto* block : {&a, &b}) g.push_back(input_and_parameter_grads(*block, x));
   EXPECT_LT(max_rel_err(g[0], g[1]), 1e-12);
 }
 

@@ -164,6 +164,15 @@ inline std::vector<torch::Tensor> grads_of(const torch::Tensor& loss,
   return torch::autograd::grad({loss}, inputs, {}, false, false, true);
 }
 
+/// Gradients of sum(block(x)^2) with respect to x and the block's parameters, in that order.
+template <typename Holder>
+std::vector<torch::Tensor> input_and_parameter_grads(Holder& block, const torch::Tensor& x) {
+  auto xin = x.clone().requires_grad_(true);
+  std::vector<torch::Tensor> in{xin};
+  for (const auto& p : block->parameters()) in.push_back(p);
+  return grads_of(block->forward(xin).pow(2).sum(), in);
+}
+
 inline const std::vector<anode::Method>& all_methods() {
   static const std::vector<anode::Method> m{anode::Method::Euler, anode::Method::RK2,
                                             anode::Method::RK4};
