@@ -26,10 +26,6 @@ const std::vector<Gradient>& all_gradients() {
   return g;
 }
 
-anode::ODEBlockOptions opts(Method m, int64_t steps, Gradient g = Gradient::Anode) {
-  return anode::ODEBlockOptions().method(m).steps(steps).gradient(g);
-}
-
 MLPBlock mlp_block(uint64_t seed, const anode::ODEBlockOptions& o) {
   torch::manual_seed(seed);
   MLPBlock block(MLP(3, 5), o);

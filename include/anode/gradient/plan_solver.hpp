@@ -166,31 +166,27 @@ inline Solution solve(const std::vector<CallProfile>& calls, int64_t budget,
   for (std::size_t j = 0; j < calls.size(); ++j) {
     const auto& c = calls[j];
     TORCH_CHECK(!c.options.empty(), "anode: internal error: a planned call has no option");
-    std::vector<detail::Partial> next, next_least;
-    for (int i = 0; i < static_cast<int>(front.size()); ++i) {
-      for (int o = 0; o < static_cast<int>(c.options.size()); ++o) {
-        const auto& opt = c.options[static_cast<std::size_t>(o)];
-        if (!persistent_allowed && opt.persistent > 0) continue;
-        const auto& p = front[static_cast<std::size_t>(i)];
-        const int64_t peak = std::max(p.peak, detail::call_peak(c, opt, p.bytes));
-        if (peak > budget) continue;
-        next.push_back({p.bytes + opt.persistent, p.cost + opt.recompute, peak, i, o});
+    // Every partial of `from` extended by every option of call j: within the budget and costed
+    // by recompute time, or (by_peak) unconstrained and costed by the peak it reaches.
+    const auto extend = [&](const std::vector<detail::Partial>& from, bool by_peak) {
+      std::vector<detail::Partial> next;
+      for (int i = 0; i < static_cast<int>(from.size()); ++i) {
+        const auto& p = from[static_cast<std::size_t>(i)];
+        for (int o = 0; o < static_cast<int>(c.options.size()); ++o) {
+          const auto& opt = c.options[static_cast<std::size_t>(o)];
+          if (!persistent_allowed && opt.persistent > 0) continue;
+          const int64_t peak = std::max(p.peak, detail::call_peak(c, opt, p.bytes));
+          if (!by_peak && peak > budget) continue;
+          const double cost = by_peak ? static_cast<double>(peak) : p.cost + opt.recompute;
+          next.push_back({p.bytes + opt.persistent, cost, peak, i, o});
+        }
       }
-    }
-    for (int i = 0; i < static_cast<int>(least.size()); ++i) {
-      for (int o = 0; o < static_cast<int>(c.options.size()); ++o) {
-        const auto& opt = c.options[static_cast<std::size_t>(o)];
-        if (!persistent_allowed && opt.persistent > 0) continue;
-        const auto& p = least[static_cast<std::size_t>(i)];
-        const int64_t peak = std::max(p.peak, detail::call_peak(c, opt, p.bytes));
-        // Cost = peak: the front keeps, per byte sum, the least peak reached.
-        next_least.push_back({p.bytes + opt.persistent, static_cast<double>(peak), peak, i, o});
-      }
-    }
+      return next;
+    };
     bool exact = true;
-    least = detail::pareto(std::move(next_least), exact);
+    least = detail::pareto(extend(least, /*by_peak=*/true), exact);
     fronts.push_back(front);
-    front = detail::pareto(std::move(next), s.exact);
+    front = detail::pareto(extend(front, /*by_peak=*/false), s.exact);
   }
   s.cheapest_peak = std::numeric_limits<int64_t>::max();
   for (const auto& p : least) s.cheapest_peak = std::min(s.cheapest_peak, p.peak);
