@@ -151,7 +151,9 @@ TEST(Tableau, MethodTableAgreesWithTheTableaux) {
     EXPECT_EQ(std::string(anode::to_string(m.method)), m.name);
     EXPECT_EQ(anode::method_from_string(m.key), m.method) << m.key;
     EXPECT_EQ(anode::method_from_string(m.name), m.method) << m.name;  // case-insensitive
-    if (m.alias != nullptr) EXPECT_EQ(anode::method_from_string(m.alias), m.method) << m.alias;
+    if (m.alias != nullptr) {
+      EXPECT_EQ(anode::method_from_string(m.alias), m.method) << m.alias;
+    }
   }
   EXPECT_EQ(anode::find_method(static_cast<Method>(6)), nullptr);
   EXPECT_EQ(anode::find_method(static_cast<Method>(-1)), nullptr);
