@@ -48,7 +48,7 @@ inline Amp amp_from_string(const std::string& s) {
 
 /// The autocast dtype of a precision (Off has none; Float is returned).
 inline c10::ScalarType autocast_dtype(Amp a) {
-  return a == Amp::BF16 ? c10::ScalarType::BFloat16
+  return a == Amp::BF16   ? c10::ScalarType::BFloat16
          : a == Amp::FP16 ? c10::ScalarType::Half
                           : c10::ScalarType::Float;
 }
@@ -89,10 +89,11 @@ class AutocastScope {
   AutocastScope(Amp amp, const c10::Device& device)
       : saved_(anode::detail::AutocastState::capture()), active_(amp != Amp::Off) {
     if (!active_) return;
-    TORCH_CHECK(device.is_cpu() || device.is_cuda(), "cifar: --amp needs a CPU or CUDA device, got ",
-                device);
-    TORCH_CHECK(!(amp == Amp::FP16 && device.is_cpu()),
-                "cifar: --amp fp16 needs a CUDA device (LibTorch's CPU autocast supports bf16 only)");
+    TORCH_CHECK(device.is_cpu() || device.is_cuda(),
+                "cifar: --amp needs a CPU or CUDA device, got ", device);
+    TORCH_CHECK(
+        !(amp == Amp::FP16 && device.is_cpu()),
+        "cifar: --amp fp16 needs a CUDA device (LibTorch's CPU autocast supports bf16 only)");
     auto s = saved_;
     (device.is_cuda() ? s.cuda_enabled : s.cpu_enabled) = true;
     (device.is_cuda() ? s.cuda_dtype : s.cpu_dtype) = autocast_dtype(amp);

@@ -59,7 +59,7 @@ inline void check_resumable(const Meta& saved, const Meta& now, const std::strin
     const auto it = saved.find(k);
     // Checkpoints from before --schedule and --amp existed were all trained with the step
     // schedule in fp32.
-    const std::string was = it != saved.end()  ? it->second
+    const std::string was = it != saved.end() ? it->second
                             : k == "schedule" ? "step"
                             : k == "amp"      ? "off"
                                               : "?";

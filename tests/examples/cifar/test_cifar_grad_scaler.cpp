@@ -61,8 +61,8 @@ bool scaled_step(Problem& p, cifar::GradScaler& scaler, double k = 1.0) {
 
 TEST(GradScaler, AStepWithAnInfGradientIsSkippedAndHalvesTheScale) {
   torch::manual_seed(0);
-  for (const double bad : {std::numeric_limits<double>::infinity(),
-                           std::numeric_limits<double>::quiet_NaN()}) {
+  for (const double bad :
+       {std::numeric_limits<double>::infinity(), std::numeric_limits<double>::quiet_NaN()}) {
     Problem p;
     cifar::GradScaler scaler(torch::kCPU);
     ASSERT_TRUE(scaled_step(p, scaler));  // a finite step first: momentum and tracker in play
@@ -176,8 +176,8 @@ TEST(GradScaler, PlainKernelsFollowAtenSemantics) {
 
 TEST(GradScaler, StateRoundTripsThroughACheckpoint) {
   torch::manual_seed(3);
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("anode_grad_scaler_" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("anode_grad_scaler_" + std::to_string(::getpid()));
   anode_test::remove_tree(dir);
   Problem p;
   cifar::GradScaler scaler(torch::kCPU, cifar::GradScalerOptions().growth_interval(4));
@@ -185,8 +185,7 @@ TEST(GradScaler, StateRoundTripsThroughACheckpoint) {
   ASSERT_FALSE(scaled_step(p, scaler, 1e38));
   ASSERT_TRUE(scaled_step(p, scaler));
   const std::string path = (dir / "checkpoint.pt").string();
-  cifar::save_checkpoint(path, *p.model, p.sgd, cifar::TrainState(), {{"amp", "fp16"}},
-                         torch::kCPU,
+  cifar::save_checkpoint(path, *p.model, p.sgd, cifar::TrainState(), {{"amp", "fp16"}}, torch::kCPU,
                          [&](torch::serialize::OutputArchive& a) { scaler.save(a); });
 
   cifar::GradScaler restored(torch::kCPU, cifar::GradScalerOptions().growth_interval(4));
@@ -255,8 +254,8 @@ void expect_kernels_agree(const c10::Device& device) {
     }
     at::_amp_update_scale_(scale_a, tracker_a, found_a, 2.0, 0.5, 3);
     cifar::detail::update_scale_plain(scale_p, tracker_p, found_p, 2.0, 0.5, 3);
-    ASSERT_TRUE(torch::equal(scale_a, scale_p)) << scale_a.item<float>() << " vs "
-                                                << scale_p.item<float>();
+    ASSERT_TRUE(torch::equal(scale_a, scale_p))
+        << scale_a.item<float>() << " vs " << scale_p.item<float>();
     ASSERT_TRUE(torch::equal(tracker_a, tracker_p));
   }
   // The sequence grew and backed off the scale: both branches ran.
