@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -108,10 +109,13 @@ inline void check_shapes(const torch::nn::Module& module, torch::serialize::Inpu
 
 }  // namespace detail
 
-/// Writes the checkpoint to `path` atomically (temporary file + rename).
-inline void save_checkpoint(const std::string& path, const torch::nn::Module& model,
-                            const torch::optim::Optimizer& optimizer, const TrainState& s,
-                            const Meta& meta, const c10::Device& device) {
+/// Writes the checkpoint to `path` atomically (temporary file + rename). `extra`, when set, writes
+/// more entries into the archive (the fp16 loss scaler's state).
+inline void save_checkpoint(
+    const std::string& path, const torch::nn::Module& model,
+    const torch::optim::Optimizer& optimizer, const TrainState& s, const Meta& meta,
+    const c10::Device& device,
+    const std::function<void(torch::serialize::OutputArchive&)>& extra = nullptr) {
   torch::serialize::OutputArchive archive;
   torch::serialize::OutputArchive model_archive, optim_archive;
   model.save(model_archive);
@@ -129,6 +133,7 @@ inline void save_checkpoint(const std::string& path, const torch::nn::Module& mo
   archive.write("state/best_acc", s.best_acc);
   archive.write("meta/keys", detail::join_keys(meta));
   for (const auto& kv : meta) archive.write("meta/" + kv.first, kv.second);
+  if (extra) extra(archive);
 
   namespace fs = std::filesystem;
   const fs::path final_path(path);
@@ -165,10 +170,12 @@ inline Meta read_meta(const std::string& path) {
 }
 
 /// Loads model weights (and, when given, the optimizer, the run state and the generators) from a
-/// checkpoint written by `save_checkpoint` for the same architecture.
-inline void load_checkpoint(const std::string& path, torch::nn::Module& model,
-                            torch::optim::Optimizer* optimizer, TrainState* state,
-                            const c10::Device& device) {
+/// checkpoint written by `save_checkpoint` for the same architecture. `extra`, when set, reads what
+/// save_checkpoint's `extra` wrote (with the run state only).
+inline void load_checkpoint(
+    const std::string& path, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
+    TrainState* state, const c10::Device& device,
+    const std::function<void(torch::serialize::InputArchive&)>& extra = nullptr) {
   TORCH_CHECK(std::filesystem::is_regular_file(path), "cifar: checkpoint '", path, "' not found");
   torch::serialize::InputArchive archive;
   archive.load_from(path, device);
@@ -200,6 +207,7 @@ inline void load_checkpoint(const std::string& path, torch::nn::Module& model,
     state->best_acc = read_double("state/best_acc");
     detail::read_rng(archive, "rng/cpu", c10::Device(c10::DeviceType::CPU));
     if (!device.is_cpu()) detail::read_rng(archive, "rng/device", device);
+    if (extra) extra(archive);
   }
 }
 

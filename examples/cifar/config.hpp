@@ -3,6 +3,7 @@
 // The parser throws `UsageError` naming the option and the value it could not use, so that main
 // can print the message with the usage text and exit 2, and tests can check the message.
 
+#include "examples/cifar/amp.hpp"
 #include "examples/cifar/cifar_data.hpp"
 #include "examples/cifar/models.hpp"
 #include "examples/cli_checks.hpp"
@@ -52,6 +53,8 @@ struct Config {
   double weight_decay = 5e-4;                         ///< --wd X
   std::string device = "cpu";                         ///< --device cpu|cuda[:i]
   int64_t threads = 0;                                ///< --threads N (0: LibTorch's default)
+  Amp amp = Amp::Off;                                 ///< --amp off|bf16|fp16 (amp.hpp)
+  bool channels_last = false;                         ///< --channels-last (LibTorch >= 2.0)
   int64_t workers = 2;             ///< --workers N (loader threads; 0 loads on the main thread)
   int64_t limit = 0;               ///< --limit N (first N training images; 0: all)
   int64_t test_limit = 0;          ///< --test-limit N (first N test images; 0: all)
@@ -210,6 +213,13 @@ inline void add_options(CLI::App& app, Config& c) {
           ""));
   app.add_option("--threads", c.threads, "intra-op threads (0: LibTorch's default)")
       ->transform(IntegerAtLeast(0));
+  add_parsed(app, "--amp", c.amp, amp_from_string,
+             "off | bf16 (autocast, CPU or CUDA) | fp16 (autocast with dynamic loss scaling, "
+             "CUDA only): the precision of the forward pass and loss",
+             to_string(c.amp));
+  app.add_flag("--channels-last", c.channels_last,
+               "images and convolution weights in channels-last (NHWC) order (LibTorch >= 2.0)")
+      ->check(NoValue());
 
   app.option_defaults()->group("output");
   app.add_option("--out", c.out, "log.csv and checkpoint.pt go here")
@@ -271,6 +281,8 @@ inline Config parse_args(const std::vector<std::string>& args) {
                      "--keep-forward-checkpoints would; leave them out");
   if (c.keep_forward_checkpoints && c.checkpoints == 0)
     throw UsageError("option --keep-forward-checkpoints needs --checkpoints K >= 1");
+  const std::string precision_error = precision_options_error(c.amp, c.device, c.channels_last);
+  if (!precision_error.empty()) throw UsageError(precision_error);
   if (c.resume && !c.evaluate.empty())
     throw UsageError("options --resume and --evaluate exclude each other");
   if (!c.gradient_gap.empty() && (c.resume || !c.evaluate.empty()))

@@ -39,6 +39,7 @@ inline Meta run_meta(const Config& c) {
           {"wd", num(c.weight_decay)},
           {"seed", std::to_string(c.seed)},
           {"limit", std::to_string(c.limit)},
+          {"amp", to_string(c.amp)},
           {"epochs", std::to_string(c.epochs)}};
 }
 
@@ -47,7 +48,7 @@ inline Meta run_meta(const Config& c) {
 inline const std::vector<std::string>& resume_keys() {
   static const std::vector<std::string> keys{
       "network",    "dataset", "width",    "blocks", "method", "nt",    "gradient", "checkpoints",
-      "batch-size", "lr",      "momentum", "wd",     "seed",   "limit", "schedule"};
+      "batch-size", "lr",      "momentum", "wd",     "seed",   "limit", "schedule", "amp"};
   return keys;
 }
 
@@ -56,8 +57,12 @@ inline const std::vector<std::string>& resume_keys() {
 inline void check_resumable(const Meta& saved, const Meta& now, const std::string& file) {
   for (const auto& k : resume_keys()) {
     const auto it = saved.find(k);
-    // Checkpoints from before --schedule existed were all trained with the step schedule.
-    const std::string was = it != saved.end() ? it->second : k == "schedule" ? "step" : "?";
+    // Checkpoints from before --schedule and --amp existed were all trained with the step
+    // schedule in fp32.
+    const std::string was = it != saved.end() ? it->second
+                            : k == "schedule" ? "step"
+                            : k == "amp"      ? "off"
+                                              : "?";
     TORCH_CHECK(was == now.at(k), "cifar: --resume: checkpoint '", file, "' was written with --", k,
                 " ", was, ", but this run has --", k, " ", now.at(k),
                 "; use the same settings or another --out");

@@ -9,10 +9,12 @@
 // `resume()` continues a stopped run (between epochs or in the middle of one) exactly as if it
 // had never stopped.
 
+#include "examples/cifar/amp.hpp"
 #include "examples/cifar/checkpoint.hpp"
 #include "examples/cifar/config.hpp"
 #include "examples/cifar/csv_log.hpp"
 #include "examples/cifar/dataset.hpp"
+#include "examples/cifar/grad_scaler.hpp"
 #include "examples/cifar/models.hpp"
 #include "examples/cifar/progress.hpp"
 #include "examples/cifar/run_meta.hpp"
@@ -97,10 +99,15 @@ class Trainer {
     TORCH_CHECK(train_.num_classes == layout(config_.dataset).num_classes, "cifar: the data have ",
                 train_.num_classes, " classes, --dataset ", to_string(config_.dataset), " has ",
                 layout(config_.dataset).num_classes);
+    const std::string precision_error =
+        precision_options_error(config_.amp, config_.device, config_.channels_last);
+    if (!precision_error.empty()) throw UsageError(precision_error);
     // The seed fixes the initial weights; data order and augmentation derive from it too.
     torch::manual_seed(config_.seed);
     model_ = make_model(config_.model_spec());
     model_->to(device_);
+    if (config_.channels_last) to_channels_last(*model_);
+    if (config_.amp == Amp::FP16) scaler_ = std::make_unique<GradScaler>(device_);
     if (config_.memory_budget > 0) {
       // One budget for the whole training step, shared by every ODE block.
       memory_plan_ = std::make_shared<anode::MemoryPlan>(config_.memory_budget);
@@ -117,7 +124,11 @@ class Trainer {
   void resume(const std::string& path = "") {
     const std::string file = path.empty() ? checkpoint_path() : path;
     check_resumable(read_meta(file), run_meta(config_), file);
-    load_checkpoint(file, *model_, optimizer_.get(), &state_, device_);
+    load_checkpoint(file, *model_, optimizer_.get(), &state_, device_,
+                    [this, &file](torch::serialize::InputArchive& a) {
+                      if (scaler_) scaler_->load(a, file);
+                    });
+    if (config_.channels_last) to_channels_last(*model_);
     // The schedule is a function of the step, so it needs no saved state: it restarts where the
     // run stands.
     lr_schedule_ = make_lr_schedule(config_, *optimizer_, batches_per_epoch(), steps_done());
@@ -126,6 +137,7 @@ class Trainer {
   /// Loads only the model weights of a checkpoint (for evaluation).
   void load_weights(const std::string& path) {
     load_checkpoint(path, *model_, nullptr, nullptr, device_);
+    if (config_.channels_last) to_channels_last(*model_);
   }
 
   /// Runs the remaining epochs, writing the CSV log and a line per epoch to `log`. Returns false
@@ -137,7 +149,8 @@ class Trainer {
       EpochRecord r;
       if (!fit_epoch(&r, stop)) return false;
       csv.write(r);
-      log << epoch_summary(r, config_.epochs) << std::endl;
+      log << epoch_summary(r, config_.epochs) << (scaler_ ? "  " + scaler_->summary() : "")
+          << std::endl;
       if (memory_plan_) write_memory_plan(log);
     }
     return true;
@@ -249,10 +262,20 @@ class Trainer {
   StepResult train_step(const torch::Tensor& images, const torch::Tensor& labels) {
     auto x = input(images), y = labels.to(device_);
     optimizer_->zero_grad();
-    auto logits = model_->forward(x);
-    auto loss = torch::nn::functional::cross_entropy(logits, y);
-    loss.backward();
-    optimizer_->step();
+    torch::Tensor logits, loss;
+    {
+      AutocastScope autocast(config_.amp, device_);  // --amp: the forward pass and the loss only
+      logits = model_->forward(x);
+      loss = torch::nn::functional::cross_entropy(logits, y);
+    }
+    if (scaler_) {  // --amp fp16: a step with an inf or NaN gradient is skipped (and counted)
+      scaler_->scale(loss).backward();
+      scaler_->step(*optimizer_);
+      scaler_->update();
+    } else {
+      loss.backward();
+      optimizer_->step();
+    }
     return {loss.item<double>(), logits.argmax(1).eq(y).sum().item<int64_t>(), y.size(0)};
   }
 
@@ -269,7 +292,11 @@ class Trainer {
     int64_t correct = 0, done = 0;
     for (auto& batch : *loader) {
       auto x = input(batch.data), y = batch.target.to(device_);
-      auto logits = model_->forward(x);
+      torch::Tensor logits;
+      {
+        AutocastScope autocast(config_.amp, device_);
+        logits = model_->forward(x).to(torch::kFloat);
+      }
       loss_sum +=
           torch::nn::functional::cross_entropy(
               logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
@@ -307,7 +334,10 @@ class Trainer {
 
   /// Writes OUT/checkpoint.pt atomically.
   void save() const {
-    save_checkpoint(checkpoint_path(), *model_, *optimizer_, state_, run_meta(config_), device_);
+    save_checkpoint(checkpoint_path(), *model_, *optimizer_, state_, run_meta(config_), device_,
+                    [this](torch::serialize::OutputArchive& a) {
+                      if (scaler_) scaler_->save(a);
+                    });
   }
 
   std::string checkpoint_path() const {
@@ -325,6 +355,8 @@ class Trainer {
   ClassifierImpl& model() { return *model_; }
   std::shared_ptr<ClassifierImpl> model_ptr() { return model_; }
   torch::optim::SGD& optimizer() { return *optimizer_; }
+  /// The fp16 loss scaler (--amp fp16), or null.
+  const GradScaler* grad_scaler() const { return scaler_.get(); }
   const ClosedFormLR& lr_schedule() const { return *lr_schedule_; }
   const TrainState& state() const { return state_; }
   const Config& config() const { return config_; }
@@ -336,10 +368,11 @@ class Trainer {
   std::function<void(int64_t, double)> on_batch;
 
  private:
-  // Images stay NCHW: channels-last is faster with oneDNN, but LibTorch 1.13's channels-last
-  // backward of a strided 1x1 convolution with few channels corrupts the heap (both networks
-  // have one in every downsampling shortcut), so it is not offered.
-  torch::Tensor input(const torch::Tensor& images) const { return images.to(device_); }
+  // Images are NCHW unless --channels-last, which LibTorch 1.13 refuses (amp.hpp says why).
+  torch::Tensor input(const torch::Tensor& images) const {
+    auto x = images.to(device_);
+    return config_.channels_last ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x;
+  }
 
   Config config_;
   c10::Device device_;
@@ -349,6 +382,7 @@ class Trainer {
   std::unique_ptr<torch::optim::SGD> optimizer_;
   // The scheduler refers to *optimizer_, so it is declared after it and destroyed before it.
   std::unique_ptr<ClosedFormLR> lr_schedule_;
+  std::unique_ptr<GradScaler> scaler_;  // --amp fp16
   TrainState state_;
 };
 

@@ -570,6 +570,7 @@ TEST(CifarCli, HelpListsEveryOptionWithItsDefault) {
                              "--lr",          "--momentum",
                              "--wd",          "--seed",
                              "--device",      "--threads",
+                             "--amp",         "--channels-last",
                              "--out",         "--resume",
                              "--evaluate",    "--gradient-gap",
                              "--gap-batches", "--no-progress",
@@ -597,6 +598,45 @@ TEST(CifarCli, MethodHelpListsEveryMethod) {
     EXPECT_EQ(anode::method_from_string(name), parse({"--data", "d", "--method", name}).method);
     EXPECT_NE(method_help.find(name), std::string::npos) << name << " missing from\n"
                                                          << method_help;
+  }
+}
+
+// --amp: off by default, bf16 on either device, fp16 on CUDA only; --channels-last needs
+// LibTorch >= 2.0. Each refusal names the option and the reason.
+TEST(CifarCli, AmpAndChannelsLast) {
+  EXPECT_EQ(parse({"--data", "d"}).amp, cifar::Amp::Off);
+  EXPECT_FALSE(parse({"--data", "d"}).channels_last);
+  EXPECT_EQ(parse({"--data", "d", "--amp", "bf16"}).amp, cifar::Amp::BF16);
+  EXPECT_EQ(parse({"--data", "d", "--amp", "bf16", "--device", "cuda"}).amp, cifar::Amp::BF16);
+  EXPECT_EQ(parse({"--data", "d", "--amp", "fp16", "--device", "cuda:1"}).amp, cifar::Amp::FP16);
+  EXPECT_EQ(parse({"--data", "d", "--amp", "fp16", "--amp", "off"}).amp, cifar::Amp::Off);
+  EXPECT_TRUE(anode_test::throws_mentioning(
+      [&] {
+        (void)(parse({"--data", "d", "--amp", "fp8"}));
+      },
+      {"option --amp: needs off, bf16 or fp16, got 'fp8'"}));
+  EXPECT_TRUE(anode_test::throws_mentioning(
+      [&] {
+        (void)(parse({"--data", "d", "--amp", "fp16"}));  // --device cpu is the default
+      },
+      {"option --amp fp16 needs --device cuda (got --device cpu)", "CPU autocast supports bf16"}));
+  EXPECT_TRUE(anode_test::throws_mentioning(
+      [&] {
+        (void)(parse({"--data", "d", "--amp", "fp16", "--device", "cpu"}));
+      },
+      {"option --amp fp16 needs --device cuda"}));
+  const std::string help = cifar::usage();
+  EXPECT_NE(help.find("--amp"), std::string::npos) << help;
+  EXPECT_NE(help.find("--channels-last"), std::string::npos) << help;
+  if (cifar::channels_last_supported()) {
+    EXPECT_TRUE(parse({"--data", "d", "--channels-last"}).channels_last);
+  } else {
+    EXPECT_TRUE(anode_test::throws_mentioning(
+        [&] {
+          (void)(parse({"--data", "d", "--channels-last"}));
+        },
+        {"option --channels-last needs LibTorch >= 2.0",
+         "channels-last backward of a strided 1x1 convolution corrupts the heap"}));
   }
 }
 

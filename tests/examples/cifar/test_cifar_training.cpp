@@ -20,6 +20,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -415,6 +416,153 @@ TEST_F(CifarTraining, OneCycleSetsTheRateOfEveryBatch) {
   EXPECT_DOUBLE_EQ(trainer.optimizer().param_groups()[0].options().get_lr(),
                    0.2 * (1.0 - 5.0 / 6.0) / (1.0 - 0.15));
   EXPECT_TRUE(std::isfinite(r2.train_loss));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mixed precision (--amp)
+
+namespace {
+
+/// The gradients (and names) of every parameter after one train_step of `c` on the first batch of
+/// epoch 1 (SGD's weight decay does not touch p.grad(), so they are the loss's gradients).
+struct StepGrads {
+  std::vector<std::string> names;
+  std::vector<torch::Tensor> all, ode;  // ode: the parameters inside the ODE blocks
+  double loss = 0;
+};
+
+StepGrads step_grads(const cifar::Config& c, const cifar::Split& train, const cifar::Split& test) {
+  cifar::Trainer t(c, train, test);
+  auto loader = t.train_loader(1, 0);
+  auto batch = loader->begin();
+  StepGrads g;
+  g.loss = t.train_step(batch->data, batch->target).loss;
+  for (const auto& p : t.model().named_parameters()) {
+    g.names.push_back(p.key());
+    g.all.push_back(p.value().grad().detach().to(torch::kCPU).clone());
+    if (p.key().find(".func.") != std::string::npos) g.ode.push_back(g.all.back());
+  }
+  return g;
+}
+
+}  // namespace
+
+// --amp bf16 on the CPU: the forward pass runs under autocast, the two steps train every parameter
+// (those inside the ODE blocks too), and no loss scaler is made (bf16 has fp32's range).
+TEST_F(CifarTraining, Bf16AutocastTrainsTwoSteps) {
+  auto c = config("out", 1);
+  c.amp = cifar::Amp::BF16;
+  std::ostringstream log;
+  const auto trainer = two_steps(c, log);
+  EXPECT_EQ(trainer->grad_scaler(), nullptr);
+  EXPECT_EQ(log.str().find("loss scale"), std::string::npos) << log.str();
+  EXPECT_EQ(cifar::read_meta(trainer->checkpoint_path()).at("amp"), "bf16");
+  // The autocast region is closed again: nothing leaks into the caller's thread.
+  EXPECT_FALSE(anode::detail::AutocastState::capture().enabled());
+}
+
+// Under bf16 autocast, Anode's gradient (recomputed in backward, outside the autocast scope) is
+// what the same step gives with Backprop, which keeps the forward's graph; and it is not fp32's,
+// so autocast did act.
+TEST_F(CifarTraining, Bf16AnodeGradientEqualsBackpropAndDiffersFromFp32) {
+  train = train.first(16);
+  auto c = config("out", 1);
+  c.method = anode::Method::RK2;
+  c.amp = cifar::Amp::BF16;
+  const auto anode_bf16 = step_grads(c, train, test);
+  c.gradient = anode::Gradient::Backprop;
+  const auto backprop_bf16 = step_grads(c, train, test);
+  c.gradient = anode::Gradient::Anode;
+  c.amp = cifar::Amp::Off;
+  const auto anode_fp32 = step_grads(c, train, test);
+
+  ASSERT_FALSE(anode_bf16.ode.empty());
+  EXPECT_EQ(anode_bf16.loss, backprop_bf16.loss);
+  const double ode_err = anode_test::max_rel_err(anode_bf16.ode, backprop_bf16.ode);
+  const double all_err = anode_test::max_rel_err(anode_bf16.all, backprop_bf16.all);
+  EXPECT_LT(ode_err, 1e-5);
+  EXPECT_LT(all_err, 1e-5);
+  // bf16 has 8 significant bits: the loss is close to fp32's but not equal, the gradients are
+  // visibly off (most in the parameters whose gradients nearly cancel).
+  EXPECT_NE(anode_bf16.loss, anode_fp32.loss);
+  EXPECT_NEAR(anode_bf16.loss, anode_fp32.loss, 0.05 * anode_fp32.loss);
+  const double vs_fp32 = anode_test::max_rel_err(anode_bf16.ode, anode_fp32.ode);
+  EXPECT_GT(vs_fp32, 1e-3);
+  const auto flat = [](const std::vector<torch::Tensor>& v) {
+    std::vector<torch::Tensor> f;
+    for (const auto& t : v) f.push_back(t.flatten());
+    return torch::cat(f);
+  };
+  const double global_vs_fp32 = anode_test::rel_err(flat(anode_bf16.all), flat(anode_fp32.all));
+  EXPECT_LT(global_vs_fp32, 0.5);  // the whole gradient still points the same way
+  std::cout << "bf16: Anode vs Backprop max rel err " << all_err << " (ODE blocks " << ode_err
+            << "); bf16 vs fp32: loss " << anode_bf16.loss << " vs " << anode_fp32.loss
+            << ", max rel err per parameter (ODE blocks) " << vs_fp32 << ", whole gradient "
+            << global_vs_fp32 << "\n";
+}
+
+TEST_F(CifarTraining, ResumeRefusesAnotherAmp) {
+  cifar::Trainer a(config("a", 1), train, test);
+  ASSERT_TRUE(a.fit_epoch(nullptr));
+  auto c = config("a", 1);
+  c.amp = cifar::Amp::BF16;
+  cifar::Trainer b(c, train, test);
+  EXPECT_TRUE(anode_test::throws_mentioning(
+      [&] { (void)(b.resume()); }, {"was written with --amp off, but this run has --amp bf16"}));
+  // A checkpoint from before --amp (no "amp" in its meta) was fp32: it resumes without --amp only.
+  auto old = cifar::run_meta(config("a", 1));
+  old.erase("amp");
+  cifar::check_resumable(old, cifar::run_meta(config("a", 1)), "old.pt");
+  EXPECT_TRUE(anode_test::throws_mentioning(
+      [&] { cifar::check_resumable(old, cifar::run_meta(c), "old.pt"); },
+      {"was written with --amp off, but this run has --amp bf16"}));
+}
+
+// On a GPU: bf16 and fp16 (with the loss scaler) train, Anode's gradient is Backprop's, and the
+// scaler's state comes back on --resume.
+TEST_F(CifarTraining, CudaAmpTrainsAndTheScalerResumes) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  train = train.first(16);
+  for (const auto amp : {cifar::Amp::BF16, cifar::Amp::FP16}) {
+    auto c = config(std::string("cuda_") + cifar::to_string(amp), 1);
+    c.device = "cuda";
+    c.amp = amp;
+    c.method = anode::Method::RK2;
+    const auto anode_grads = step_grads(c, train, test);
+    c.gradient = anode::Gradient::Backprop;
+    const auto backprop_grads = step_grads(c, train, test);
+    c.gradient = anode::Gradient::Anode;
+    EXPECT_LT(anode_test::max_rel_err(anode_grads.ode, backprop_grads.ode), 1e-3)
+        << cifar::to_string(amp);
+
+    std::ostringstream log;
+    cifar::Trainer t(c, train, test);
+    const auto before = snapshot(t.model());
+    ASSERT_TRUE(t.fit(nullptr, log));
+    EXPECT_TRUE(std::isfinite(t.state().best_acc));
+    if (amp == cifar::Amp::BF16) {
+      EXPECT_EQ(t.grad_scaler(), nullptr);
+      EXPECT_FALSE(all_equal(before, snapshot(t.model())));
+      continue;
+    }
+    ASSERT_NE(t.grad_scaler(), nullptr);
+    EXPECT_NE(log.str().find("fp16 loss scale"), std::string::npos) << log.str();
+    const auto* s = t.grad_scaler();
+    // Two steps: each was taken or skipped (a skip halves the scale from 2^16).
+    EXPECT_LE(s->skipped_steps(), 2);
+    EXPECT_EQ(s->scale_value(), 65536.0 / std::pow(2.0, static_cast<double>(s->skipped_steps())));
+    if (s->skipped_steps() < 2) {
+      EXPECT_FALSE(all_equal(before, snapshot(t.model())));
+    }
+    auto more = c;
+    more.epochs = 2;
+    cifar::Trainer r(more, train, test);
+    r.resume();
+    ASSERT_NE(r.grad_scaler(), nullptr);
+    EXPECT_EQ(r.grad_scaler()->scale_value(), s->scale_value());
+    EXPECT_EQ(r.grad_scaler()->growth_tracker(), s->growth_tracker());
+    EXPECT_EQ(r.grad_scaler()->skipped_steps(), s->skipped_steps());
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
