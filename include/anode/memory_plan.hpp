@@ -36,7 +36,7 @@
 // Limits, said where they apply: the CPU meter only (CUDA: not yet, the caching allocator has no
 // low-water statistic, which the step's baseline needs); one device per plan; adaptive calls are
 // recomputed whole (the only choice an adaptive solve supports under a plan: its steps are known
-// only once solved); at most 8 plans in one process.
+// only once solved); at most 32 plans in one process.
 
 #include <anode/detail/meter.hpp>
 #include <anode/gradient/budget.hpp>

@@ -151,9 +151,7 @@ struct ODEBlockOptions {
     TORCH_CHECK(std::isfinite(t1_ - t0_), "anode: ODEBlockOptions::t1 - t0 overflows (t0 = ", t0_,
                 ", t1 = ", t1_, ")");
     TORCH_CHECK(t1_ != t0_, "anode: ODEBlockOptions::t1 must differ from t0, both are ", t0_);
-    TORCH_CHECK(method_ == Method::Euler || method_ == Method::RK2 || method_ == Method::RK4 ||
-                    method_ == Method::Bosh3 || method_ == Method::Dopri5 ||
-                    method_ == Method::Tsit5,
+    TORCH_CHECK(find_method(method_) != nullptr,
                 "anode: ODEBlockOptions::method has an invalid value ", static_cast<int>(method_));
     TORCH_CHECK(std::isfinite(step_size_) && step_size_ >= 0.0,
                 "anode: ODEBlockOptions::step_size must be finite and >= 0 (0: use steps), got ",

@@ -75,7 +75,7 @@ inline void reset_cpu_peak() {
 // plan takes the low point between two training steps as the baseline of the next (it is at most
 // what was live when the step started, whatever ran in between: an optimizer step, zero_grad,
 // loading the next batch). A few slots, so that several plans do not reset each other's.
-constexpr int kTroughSlots = 8;
+constexpr int kTroughSlots = 32;
 struct Troughs {
   std::atomic<int64_t> value[kTroughSlots] = {};
   std::atomic<uint32_t> active{0};
