@@ -9,7 +9,9 @@
 #include <cmath>
 
 #include "support/testing.hpp"
+#include "support/trajectories.hpp"
 
+using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
 
@@ -73,4 +75,33 @@ TEST(CheckGradients, ReportsTheAdjointsGap) {
   EXPECT_GT(report.max_rel_error_backprop, 1e-4) << report;
   EXPECT_FALSE(report.worst_backprop.empty());
   EXPECT_TRUE(std::isnan(report.max_rel_error_fd));  // not asked for
+}
+
+TEST(GradientCheck, ReportsExactnessAndFindsProblems) {
+  torch::manual_seed(12);
+  auto f = field(13);
+  auto x = torch::randn({3, 2}, kD);
+  const auto before = f->parameters()[0].clone();
+  auto ok = anode::check_gradients(f, x, solver(Method::RK4).steps(6).checkpoints(2), true);
+  EXPECT_LT(ok.max_rel_error_backprop, 1e-12) << ok;
+  EXPECT_LT(ok.max_rel_error_fd, 1e-6) << ok;
+  EXPECT_TRUE(torch::equal(f->parameters()[0], before));  // the module is left as it was
+  // The Adjoint's gradient is not the discrete one: the check says by how much.
+  auto adj = anode::check_gradients(f, x, solver(Method::RK4, Gradient::Adjoint).steps(2));
+  EXPECT_GT(adj.max_rel_error_backprop, 1e-8) << adj;
+  // A callable whose output changes between the forward pass and the recompute (a counter it
+  // reads), with the recompute check off: the self-check shows the gradient is wrong.
+  auto W = torch::randn({2, 2}, kD).requires_grad_(true);
+  auto calls = std::make_shared<int>(0);
+  auto drifting = [W, calls](const torch::Tensor& z) {
+    ++*calls;
+    return torch::tanh(z.matmul(W)) * (1.0 + 1e-3 * *calls);
+  };
+  auto bad =
+      anode::check_gradients(drifting, x, solver(Method::RK2).steps(4).verify_recompute(false), {W});
+  EXPECT_GT(bad.max_rel_error_backprop, 1e-6) << bad;
+  // Finite differences need float64.
+  EXPECT_TRUE(throws_mentioning(
+      [&] { anode::check_gradients(drifting, x.to(torch::kFloat), solver(Method::RK2), {W}, true); },
+      {"float64"}));
 }

@@ -1,8 +1,10 @@
-// Trajectories and adaptive solvers: odeint(f, z0, t) at many output times, fixed and
+// Trajectories (solve.hpp's solve_trajectory): odeint(f, z0, t) at many output times, fixed and
 // adaptive methods, every gradient mode against Backprop through the same grid and against finite
-// differences, statistics counted exactly, and bad input.
+// differences, statistics counted exactly, and bad output times. The adaptive solver itself is
+// test_adaptive's.
 
 #include "support/testing.hpp"
+#include "support/trajectories.hpp"
 
 #include <cmath>
 #include <limits>
@@ -12,70 +14,6 @@ using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
 
-namespace {
-
-const auto kD = torch::kDouble;
-
-/// A method and a gradient mode: the step count (fixed-step methods) or the tolerances (adaptive
-/// ones) are set by each test.
-anode::ODEBlockOptions solver(Method m, Gradient g = Gradient::Anode) {
-  return anode::ODEBlockOptions().method(m).gradient(g);
-}
-
-// Heun-Euler 2(1): an embedded pair that is not FSAL, so every step evaluates f at its start.
-anode::ButcherTableau heun_euler() {
-  return anode::ButcherTableau{"Heun-Euler", 2, {{}, {1.0}}, {0.5, 0.5}, {0.0, 1.0}, {1.0, 0.0}, 1};
-}
-
-// z' = A z with A = [[-0.1, 1], [-1, -0.1]]: a damped rotation with a closed-form solution.
-torch::Tensor rotation_matrix() {
-  return torch::tensor({{-0.1, 1.0}, {-1.0, -0.1}}, kD);
-}
-torch::Tensor rotation_exact(const torch::Tensor& z0, double t) {
-  const double e = std::exp(-0.1 * t), c = std::cos(t), s = std::sin(t);
-  auto R = torch::tensor({{e * c, e * s}, {-e * s, e * c}}, kD);
-  return z0.matmul(R.t());
-}
-
-// A small tanh MLP RHS in float64, with a time input.
-struct FieldImpl : torch::nn::Module {
-  FieldImpl()
-      : fc1(register_module("fc1", torch::nn::Linear(3, 16))),
-        fc2(register_module("fc2", torch::nn::Linear(16, 2))) {
-    to(kD);
-  }
-  torch::Tensor forward(double t, torch::Tensor z) {
-    auto tz = torch::cat({z, torch::full({z.size(0), 1}, t, z.options())}, 1);
-    return fc2(torch::tanh(fc1(tz)));
-  }
-  torch::nn::Linear fc1, fc2;
-};
-TORCH_MODULE(Field);
-
-Field field(uint64_t seed) {
-  torch::manual_seed(seed);
-  return Field();
-}
-
-torch::Tensor times(std::initializer_list<double> ts) {
-  return torch::tensor(std::vector<double>(ts), kD);
-}
-
-// A trajectory loss with a different weight at every output time.
-torch::Tensor trajectory_loss(const torch::Tensor& out) {
-  auto w = torch::arange(1, out.size(0) + 1, out.options()).view({-1, 1, 1});
-  return (out * out * w).sum();
-}
-
-std::vector<torch::Tensor> all_grads(Field& f, const torch::Tensor& z0, const torch::Tensor& t,
-                                     const anode::ODEBlockOptions& o) {
-  auto z = z0.clone().requires_grad_(true);
-  std::vector<torch::Tensor> inputs = f->parameters();
-  inputs.push_back(z);
-  return grads_of(trajectory_loss(anode::odeint(f, z, t, o)), inputs);
-}
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // The output: shape, out[0] == z0, the solution at every output time, both directions.
@@ -151,26 +89,6 @@ TEST(Trajectory, ReusedStatsHoldTheLastSolveOnly) {
     out.sum().backward();
     EXPECT_EQ(stats->accepted_steps, 2 * 3) << iteration;
     EXPECT_EQ(stats->backward_evaluations, 2 * 2 * 3) << iteration;
-  }
-}
-
-// The error of an adaptive solve follows the tolerance.
-TEST(Adaptive, ErrorIsProportionalToTheTolerance) {
-  auto A = rotation_matrix();
-  auto f = [A](const torch::Tensor& z) { return z.matmul(A.t()); };
-  auto z0 = torch::tensor({{1.0, 0.0}}, kD);
-  auto t = times({0.0, 5.0});
-  for (auto m : {Method::Bosh3, Method::Dopri5, Method::Tsit5}) {
-    std::vector<double> errors;
-    for (double tol : {1e-4, 1e-6, 1e-8}) {
-      auto out = anode::odeint(f, z0, t, solver(m).rtol(tol).atol(tol));
-      const double err = (out[1] - rotation_exact(z0, 5.0)).abs().max().item<double>();
-      errors.push_back(err);
-      EXPECT_LT(err, 100 * tol) << anode::to_string(m) << " tol " << tol;
-    }
-    // Two orders of magnitude of tolerance buy at least one of error, each time.
-    EXPECT_LT(errors[1], errors[0] / 10) << anode::to_string(m);
-    EXPECT_LT(errors[2], errors[1] / 10) << anode::to_string(m);
   }
 }
 
@@ -276,25 +194,6 @@ TEST(TrajectoryGradients, AdjointApproachesBackprop) {
   EXPECT_LT(max_rel_err(got, want), 1e-6);
 }
 
-// An ODEBlock with an adaptive method: z(t1), exact against Backprop.
-TEST(Adaptive, ODEBlockWithDopri5) {
-  torch::manual_seed(8);
-  auto x = torch::randn({5, 3}, kD);
-  torch::manual_seed(9);
-  anode::ODEBlock<MLPImpl> a(MLP(3, 8), solver(Method::Dopri5).rtol(1e-6).atol(1e-8));
-  torch::manual_seed(9);
-  anode::ODEBlock<MLPImpl> b(MLP(3, 8),
-                             solver(Method::Dopri5, Gradient::Backprop).rtol(1e-6).atol(1e-8));
-  a->to(kD);
-  b->to(kD);
-  auto ga = grads_of(a->forward(x).pow(2).sum(), a->parameters());
-  auto gb = grads_of(b->forward(x).pow(2).sum(), b->parameters());
-  EXPECT_LT(max_rel_err(ga, gb), 1e-12);
-  const auto s = a->stats();
-  EXPECT_GT(s.accepted_steps, 1);
-  EXPECT_GT(s.backward_evaluations, 0);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Statistics, counted exactly.
 
@@ -351,37 +250,6 @@ TEST(Stats, CheckpointedTrajectoryRecomputesWithinEachInterval) {
   }
 }
 
-TEST(Stats, AdaptiveCounts) {
-  auto f1 = field(10);
-  auto z0 = torch::randn({2, 2}, kD);
-  auto t = times({0.0, 0.5, 3.0});
-  for (auto g : {Gradient::Backprop, Gradient::Anode}) {
-    auto stats = std::make_shared<anode::SolveStats>();
-    auto out = anode::odeint(f1, z0, t, solver(Method::Dopri5, g).rtol(1e-8).atol(1e-10), stats);
-    const auto trials = stats->accepted_steps + stats->rejected_steps;
-    EXPECT_GE(stats->accepted_steps, 2);
-    // FSAL: f(t0, z0), one more for the starting-step heuristic, 6 per trial step.
-    EXPECT_EQ(stats->forward_evaluations, 2 + 6 * trials) << anode::to_string(g);
-    trajectory_loss(out).backward();
-    // Anode recomputes the accepted steps of each interval: 7 for its first step, 6 after.
-    if (g == Gradient::Anode) {
-      EXPECT_EQ(stats->backward_evaluations, 2 * 1 + 6 * stats->accepted_steps);
-    } else {
-      EXPECT_EQ(stats->backward_evaluations, 0);
-    }
-  }
-  // A problem that makes the controller reject: a sharp pulse in time.
-  auto stats = std::make_shared<anode::SolveStats>();
-  auto pulse = [](double t, const torch::Tensor& z) {
-    return -z + 50.0 * std::exp(-200.0 * (t - 1.0) * (t - 1.0));
-  };
-  anode::odeint(pulse, torch::zeros({1}, kD), times({0.0, 2.0}),
-                solver(Method::Dopri5, Gradient::Backprop).rtol(1e-6).atol(1e-8).first_step(0.5), {},
-                stats);
-  EXPECT_GT(stats->rejected_steps, 0);
-  EXPECT_EQ(stats->forward_evaluations, 1 + 6 * (stats->accepted_steps + stats->rejected_steps));
-}
-
 // ---------------------------------------------------------------------------------------------
 // Bad input: a clear error naming the value.
 
@@ -407,71 +275,6 @@ TEST(TrajectoryErrors, BadOutputTimes) {
   }
 }
 
-TEST(TrajectoryErrors, BadTolerancesAndLimits) {
-  auto f = [](const torch::Tensor& z) { return -z; };
-  auto z0 = torch::ones({2}, kD);
-  auto t = times({0.0, 1.0});
-  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, t, solver(Method::Dopri5).rtol(0)); },
-                                {"rtol", "> 0", "got 0"}));
-  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, t, solver(Method::Dopri5).atol(-1)); },
-                                {"atol", "got -1"}));
-  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, t, solver(Method::RK4).step_size(-0.1)); },
-                                {"step_size", "got -0.1"}));
-  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, t, solver(Method::Dopri5).max_steps(0)); },
-                                {"max_steps", "got 0"}));
-  // max_steps exceeded: says t reached and the steps taken.
-  EXPECT_TRUE(throws_mentioning(
-      [&] {
-        anode::odeint(f, z0, times({0.0, 100.0}),
-                      solver(Method::Dopri5).rtol(1e-10).atol(1e-12).max_steps(20));
-      },
-      {"max_steps (20) exceeded at t = ", "accepted", "rejected"}));
-  // A solution that blows up at t = 1: the step size underflows near it.
-  auto blowup = [](const torch::Tensor& z) { return z * z; };
-  EXPECT_TRUE(throws_mentioning(
-      [&] {
-        anode::odeint(blowup, torch::ones({1}, kD), times({0.0, 2.0}), solver(Method::Dopri5));
-      },
-      {"step size underflowed at t = ", "(h = "}));
-  // A NaN in the right-hand side: the error estimate is not finite, naming t.
-  auto nan_after = [](double t, const torch::Tensor& z) {
-    return t > 0.5 ? z * std::numeric_limits<double>::quiet_NaN() : -z;
-  };
-  EXPECT_TRUE(throws_mentioning(
-      [&] {
-        anode::odeint(nan_after, torch::ones({1}, kD), times({0.0, 1.0}), solver(Method::Dopri5));
-      },
-      {"error estimate is not finite", "at t = "}));
-}
-
 // ---------------------------------------------------------------------------------------------
 // The gradient self-check users run on their own right-hand side.
 
-TEST(GradientCheck, ReportsExactnessAndFindsProblems) {
-  torch::manual_seed(12);
-  auto f = field(13);
-  auto x = torch::randn({3, 2}, kD);
-  const auto before = f->parameters()[0].clone();
-  auto ok = anode::check_gradients(f, x, solver(Method::RK4).steps(6).checkpoints(2), true);
-  EXPECT_LT(ok.max_rel_error_backprop, 1e-12) << ok;
-  EXPECT_LT(ok.max_rel_error_fd, 1e-6) << ok;
-  EXPECT_TRUE(torch::equal(f->parameters()[0], before));  // the module is left as it was
-  // The Adjoint's gradient is not the discrete one: the check says by how much.
-  auto adj = anode::check_gradients(f, x, solver(Method::RK4, Gradient::Adjoint).steps(2));
-  EXPECT_GT(adj.max_rel_error_backprop, 1e-8) << adj;
-  // A callable whose output changes between the forward pass and the recompute (a counter it
-  // reads), with the recompute check off: the self-check shows the gradient is wrong.
-  auto W = torch::randn({2, 2}, kD).requires_grad_(true);
-  auto calls = std::make_shared<int>(0);
-  auto drifting = [W, calls](const torch::Tensor& z) {
-    ++*calls;
-    return torch::tanh(z.matmul(W)) * (1.0 + 1e-3 * *calls);
-  };
-  auto bad =
-      anode::check_gradients(drifting, x, solver(Method::RK2).steps(4).verify_recompute(false), {W});
-  EXPECT_GT(bad.max_rel_error_backprop, 1e-6) << bad;
-  // Finite differences need float64.
-  EXPECT_TRUE(throws_mentioning(
-      [&] { anode::check_gradients(drifting, x.to(torch::kFloat), solver(Method::RK2), {W}, true); },
-      {"float64"}));
-}
