@@ -220,7 +220,7 @@ TEST(Stats, FixedStepCounts) {
 // rebuilds its checkpoints (the forward plan up to its last store: the forward pass keeps none by
 // default), then runs the schedule's backward (its advances plus one taped re-run per step). The
 // evaluations are exactly that, summed over the intervals, and fewer than one binomial schedule
-// across all the solve's steps with the same k would take (what the wording describes),
+// across all the solve's steps with the same k would take (the other reading of checkpoints(k)),
 // for the same k states of memory.
 TEST(Stats, CheckpointedTrajectoryRecomputesWithinEachInterval) {
   namespace sch = anode::schedule;
