@@ -254,14 +254,16 @@ int main(int argc, char** argv) try {
       std::cerr << "  round " << round + 1 << "/" << rounds << " done\n";
     }
     ab::Table table({"strategy", "budget", "peak", "step ms", "fastest fitting", "ratio", "plan"});
+    // A strategy that failed (its status says why) has no samples.
+    const auto summary = [](const Runner& r) { return r.ms.empty() ? ab::Summary{} : ab::summarize(r.ms); };
     for (auto& r : fixed) {
-      const auto s = ab::summarize(r.ms);
+      const auto s = summary(r);
       csv.row({b.name, r.strategy, int64_t{0}, r.peak, s.median, s.q25, s.q75,
                static_cast<int64_t>(r.ms.size()), std::string(), 0.0, 0.0, std::string(), r.status});
       table.add_row({r.strategy, "", ab::human_bytes(r.peak), ab::fixed(s.median, 1), "", "", ""});
     }
     for (auto& r : plans) {
-      const auto s = ab::summarize(r.ms);
+      const auto s = summary(r);
       // The fastest fixed strategy whose measured peak fits this budget.
       const Runner* best = nullptr;
       double best_ms = std::numeric_limits<double>::infinity();
