@@ -45,7 +45,7 @@ struct Config {
   bool keep_forward_checkpoints = false;              ///< --keep-forward-checkpoints
   int64_t epochs = 350;                               ///< --epochs N
   int64_t batch_size = 256;                           ///< --batch-size N
-  double lr = 0.1;                                    ///< --lr X (scheduled, see lr_at)
+  double lr = 0.1;                                    ///< --lr X (see schedules.hpp)
   std::string schedule = "step";                      ///< --schedule step|onecycle
   double momentum = 0.9;                              ///< --momentum X
   double weight_decay = 5e-4;                         ///< --wd X
@@ -74,8 +74,8 @@ struct Config {
     // An adaptive method chooses its own steps: --nt is for the fixed-step ones.
     if (!anode::tableau(method).adaptive()) m.ode.steps(nt);
     m.ode.gradient(gradient)
-                .checkpoints(checkpoints)
-                .keep_forward_checkpoints(keep_forward_checkpoints);
+        .checkpoints(checkpoints)
+        .keep_forward_checkpoints(keep_forward_checkpoints);
     return m;
   }
 };
@@ -260,25 +260,6 @@ inline Config parse_args(const std::vector<std::string>& args) {
   if (!c.gradient_gap.empty() && (c.resume || !c.evaluate.empty()))
     throw UsageError("option --gradient-gap excludes --resume and --evaluate");
   return c;
-}
-
-/// The learning rate of (1-based) `epoch` of `epochs`: the official schedule (divided by 10 after
-/// epoch 150 and again after 250 of 350) with its milestones scaled to `epochs`, rounded up so
-/// that a short run starts with at least one epoch at the full rate.
-inline double lr_at(double base, int64_t epoch, int64_t epochs) {
-  const auto milestone = [epochs](int64_t m) { return (m * epochs + 349) / 350; };
-  if (epoch > milestone(250)) return base / 100.0;
-  if (epoch > milestone(150)) return base / 10.0;
-  return base;
-}
-
-/// The one-cycle learning rate at `progress` in [0, 1] of the whole run (batches done / all
-/// batches): a linear warm-up from base/10 to base over the first 15 %, then linear decay to 0.
-/// A short run reaches far better accuracy with it than with the step schedule squeezed.
-inline double onecycle_lr(double base, double progress) {
-  constexpr double warmup = 0.15;
-  if (progress < warmup) return base * (0.1 + 0.9 * progress / warmup);
-  return base * std::max(0.0, (1.0 - progress) / (1.0 - warmup));
 }
 
 }  // namespace cifar

@@ -6,6 +6,7 @@
 //   anode-cifar --data DIR --evaluate runs/r18/checkpoint.pt
 //   anode-cifar --data DIR --gradient-gap runs/r18/checkpoint.pt   # the adjoint's gradient error
 
+#include "examples/cifar/gradient_gap.hpp"
 #include "examples/cifar/trainer.hpp"
 
 #include <torch/torch.h>
@@ -61,8 +62,11 @@ int gradient_gap(const cifar::Config& cli) {
   trainer.model().pretty_print(std::cout);
   std::cout << "\nbatchnorm,batch,mode,loss,rel_err_all,rel_err_ode_blocks,cosine\n"
             << std::setprecision(6);
+  const auto batches = cifar::first_training_batches(trainer.train_split(), c.dataset, c.batch_size,
+                                                     c.seed, c.gap_batches);
   for (const bool bn_train : {true, false}) {
-    for (const auto& r : trainer.gradient_gap(c.gap_batches, bn_train))
+    for (const auto& r :
+         cifar::gradient_gap(trainer.model(), c.model_spec().ode, batches, bn_train))
       std::cout << (bn_train ? "batch-stats," : "running-stats,") << r.batch << "," << r.mode << ","
                 << r.loss << "," << r.rel_all << "," << r.rel_ode << "," << r.cosine << "\n";
   }
@@ -89,7 +93,7 @@ int train(const cifar::Config& c) {
     std::cout << "resumed from " << trainer.checkpoint_path() << " at epoch "
               << trainer.state().epoch << ", batch " << trainer.state().batch << "\n";
   }
-  if (!trainer.run(&g_stop)) {
+  if (!trainer.fit(&g_stop)) {
     std::cout << "\ninterrupted: saved " << trainer.checkpoint_path() << " (epoch "
               << trainer.state().epoch << ", batch " << trainer.state().batch
               << "); continue with the same options and --resume\n";

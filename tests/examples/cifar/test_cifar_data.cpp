@@ -8,6 +8,7 @@
 #include "examples/cifar/csv_log.hpp"
 #include "examples/cifar/dataset.hpp"
 #include "examples/cifar/progress.hpp"
+#include "examples/cifar/schedules.hpp"
 #include "examples/cifar/synthetic.hpp"
 #include "support/remove_tree.hpp"
 #include "support/testing.hpp"
@@ -15,6 +16,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -584,6 +586,20 @@ TEST(CifarCli, HelpListsEveryOptionWithItsDefault) {
   EXPECT_NE(help.find("REQUIRED"), std::string::npos) << help;  // --data
 }
 
+// --method's help line names every method the parser takes.
+TEST(CifarCli, MethodHelpListsEveryMethod) {
+  const std::string help = cifar::usage();
+  const auto begin = help.find("--method"), end = help.find("\n  --nt", begin);
+  ASSERT_NE(begin, std::string::npos) << help;
+  ASSERT_NE(end, std::string::npos) << help;
+  const std::string method_help = help.substr(begin, end - begin);
+  for (const char* name : {"euler", "rk2", "rk4", "bosh3", "dopri5", "tsit5"}) {
+    EXPECT_EQ(anode::method_from_string(name), parse({"--data", "d", "--method", name}).method);
+    EXPECT_NE(method_help.find(name), std::string::npos) << name << " missing from\n"
+                                                         << method_help;
+  }
+}
+
 TEST(CifarCli, NetworksComeFromTheModelList) {
   for (const auto& name : cifar::network_names()) {
     EXPECT_TRUE(cifar::is_network(name)) << name;
@@ -633,37 +649,100 @@ TEST(CifarCli, ValuesAreDecimalAndTheLastOneWins) {
       {"not expected: extra"}));
 }
 
-TEST(CifarSchedule, OfficialMilestonesScaleWithTheEpochs) {
-  EXPECT_DOUBLE_EQ(cifar::lr_at(0.1, 1, 350), 0.1);
-  EXPECT_DOUBLE_EQ(cifar::lr_at(0.1, 150, 350), 0.1);
-  EXPECT_DOUBLE_EQ(cifar::lr_at(0.1, 151, 350), 0.01);
-  EXPECT_DOUBLE_EQ(cifar::lr_at(0.1, 250, 350), 0.01);
-  EXPECT_DOUBLE_EQ(cifar::lr_at(0.1, 251, 350), 0.001);
-  EXPECT_DOUBLE_EQ(cifar::lr_at(0.1, 350, 350), 0.001);
-  // 35 epochs: milestones 15 and 25; 5 epochs: 3 and 4; one epoch runs at the full rate.
-  EXPECT_DOUBLE_EQ(cifar::lr_at(0.1, 15, 35), 0.1);
-  EXPECT_DOUBLE_EQ(cifar::lr_at(0.1, 16, 35), 0.01);
-  EXPECT_DOUBLE_EQ(cifar::lr_at(0.1, 26, 35), 0.001);
-  const double five[] = {0.1, 0.1, 0.1, 0.01, 0.001};
-  for (int e = 1; e <= 5; ++e) EXPECT_DOUBLE_EQ(cifar::lr_at(0.1, e, 5), five[e - 1]) << e;
-  EXPECT_DOUBLE_EQ(cifar::lr_at(0.1, 1, 1), 0.1);
+namespace {
+
+/// The rate the optimizer holds during each step of a `c.epochs`-epoch run of `batches` batches an
+/// epoch, from step `first_step` on, with `--schedule c.schedule`.
+std::vector<double> scheduled_rates(const cifar::Config& c, int64_t batches,
+                                    int64_t first_step = 0) {
+  auto w = torch::zeros({1}, torch::requires_grad());
+  torch::optim::SGD optimizer({w}, torch::optim::SGDOptions(123.0));  // overwritten by step()
+  auto schedule = cifar::make_lr_schedule(c, optimizer, batches, first_step);
+  std::vector<double> rates;
+  for (int64_t i = first_step; i < c.epochs * batches; ++i) {
+    EXPECT_EQ(schedule->next_step(), i);
+    schedule->step();
+    rates.push_back(optimizer.param_groups()[0].options().get_lr());
+  }
+  return rates;
 }
 
+cifar::Config schedule_config(const std::string& schedule, double lr, int64_t epochs) {
+  cifar::Config c;
+  c.schedule = schedule;
+  c.lr = lr;
+  c.epochs = epochs;
+  return c;
+}
+
+}  // namespace
+
+// --schedule step: the official rate (--lr, /10 after epoch 150 of 350, /10 again after 250),
+// the milestones scaled to --epochs and rounded up; every batch of an epoch has the epoch's rate.
+TEST(CifarSchedule, StepFollowsTheOfficialMilestonesScaledToTheEpochs) {
+  const auto by_hand = [](double lr, int64_t epoch, int64_t epochs) {
+    const int64_t first = (150 * epochs + 349) / 350, second = (250 * epochs + 349) / 350;
+    return epoch > second ? lr / 100 : epoch > first ? lr / 10 : lr;
+  };
+  for (const int64_t epochs : {1, 2, 5, 35, 350}) {
+    const int64_t batches = 3;
+    const auto rates = scheduled_rates(schedule_config("step", 0.1, epochs), batches);
+    ASSERT_EQ(rates.size(), static_cast<std::size_t>(epochs * batches));
+    for (int64_t i = 0; i < epochs * batches; ++i)  // bitwise: the rates the log has always had
+      EXPECT_EQ(rates[i], by_hand(0.1, i / batches + 1, epochs)) << epochs << " epochs, step " << i;
+  }
+  // The values themselves: 350 epochs change after 150 and 250, 35 after 15 and 25, 5 after 3 and
+  // 4, and one epoch runs at the full rate.
+  const auto r350 = scheduled_rates(schedule_config("step", 0.1, 350), 1);
+  EXPECT_EQ(r350[149], 0.1);
+  EXPECT_EQ(r350[150], 0.01);
+  EXPECT_EQ(r350[249], 0.01);
+  EXPECT_EQ(r350[250], 0.001);
+  EXPECT_EQ(r350[349], 0.001);
+  const auto r35 = scheduled_rates(schedule_config("step", 0.1, 35), 1);
+  EXPECT_EQ(r35[14], 0.1);
+  EXPECT_EQ(r35[15], 0.01);
+  EXPECT_EQ(r35[25], 0.001);
+  EXPECT_EQ(scheduled_rates(schedule_config("step", 0.1, 5), 1),
+            (std::vector<double>{0.1, 0.1, 0.1, 0.01, 0.001}));
+  EXPECT_EQ(scheduled_rates(schedule_config("step", 0.1, 1), 4), std::vector<double>(4, 0.1));
+}
+
+// --schedule onecycle: per batch, linear from --lr / 10 up to --lr over the first 15 % of the
+// run's batches, then linear down to 0.
 TEST(CifarSchedule, OneCycleWarmsUpThenDecaysToZero) {
-  EXPECT_DOUBLE_EQ(cifar::onecycle_lr(0.2, 0.0), 0.02);     // starts at lr / 10
-  EXPECT_DOUBLE_EQ(cifar::onecycle_lr(0.2, 0.15), 0.2);     // peak after 15 % of the run
-  EXPECT_NEAR(cifar::onecycle_lr(0.2, 0.575), 0.1, 1e-15);  // halfway down
-  EXPECT_DOUBLE_EQ(cifar::onecycle_lr(0.2, 1.0), 0.0);
-  double prev = 0;
-  for (int i = 0; i <= 100; ++i) {  // up, then down, never negative
-    const double lr = cifar::onecycle_lr(0.2, i / 100.0);
-    EXPECT_GE(lr, 0.0);
-    if (i <= 15) {
-      EXPECT_GT(lr, prev) << i;
-    } else {
-      EXPECT_LT(lr, prev) << i;
+  const auto by_hand = [](double lr, double progress) {
+    if (progress < 0.15) return lr * (0.1 + 0.9 * progress / 0.15);
+    return lr * std::max(0.0, (1.0 - progress) / (1.0 - 0.15));
+  };
+  const int64_t epochs = 4, batches = 25;  // 100 steps: step i is at progress i / 100
+  const auto rates = scheduled_rates(schedule_config("onecycle", 0.2, epochs), batches);
+  ASSERT_EQ(rates.size(), 100u);
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_EQ(rates[i], by_hand(0.2, i / 100.0)) << i;  // bitwise
+    EXPECT_GT(rates[i], 0.0) << i;
+    if (i > 0 && i <= 15) {
+      EXPECT_GT(rates[i], rates[i - 1]) << i;  // up...
+    } else if (i > 15) {
+      EXPECT_LT(rates[i], rates[i - 1]) << i;  // ...then down
     }
-    prev = lr;
+  }
+  EXPECT_DOUBLE_EQ(rates[0], 0.02);  // starts at lr / 10
+  EXPECT_DOUBLE_EQ(rates[15], 0.2);  // peak after 15 % of the run
+  EXPECT_NEAR(rates[57], 0.2 * 43 / 85, 1e-15);
+  EXPECT_NEAR(rates[99], 0.2 / 85, 1e-15);  // one step before 0
+}
+
+// A resumed run builds its scheduler at the step it stopped at: the rates from there on are those
+// of the uninterrupted run.
+TEST(CifarSchedule, StartingAtAStepContinuesTheSameRates) {
+  for (const char* schedule : {"step", "onecycle"}) {
+    const auto c = schedule_config(schedule, 0.1, 7);
+    const auto all = scheduled_rates(c, 5);
+    for (const int64_t start : {1, 5, 17, 34}) {
+      EXPECT_EQ(scheduled_rates(c, 5, start), std::vector<double>(all.begin() + start, all.end()))
+          << schedule << " from step " << start;
+    }
   }
 }
 

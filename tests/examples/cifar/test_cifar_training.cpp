@@ -3,6 +3,7 @@
 // run per gradient mode, checkpoints and exact resumption. Widths are tiny so that every test runs
 // in a few seconds on a CPU.
 
+#include "examples/cifar/gradient_gap.hpp"
 #include "examples/cifar/models.hpp"
 #include "examples/cifar/synthetic.hpp"
 #include "examples/cifar/trainer.hpp"
@@ -90,7 +91,7 @@ class CifarTraining : public ::testing::Test {
     const auto before = snapshot(trainer->model());
     std::vector<double> losses;
     trainer->on_batch = [&losses](int64_t, double loss) { losses.push_back(loss); };
-    EXPECT_TRUE(trainer->run(nullptr, log));
+    EXPECT_TRUE(trainer->fit(nullptr, log));
     trainer->on_batch = nullptr;
     EXPECT_EQ(losses.size(), 2u);
     for (double l : losses) EXPECT_TRUE(std::isfinite(l) && l > 0 && l < 10) << l;
@@ -143,7 +144,7 @@ INSTANTIATE_TEST_SUITE_P(
         CountCase{"resnet", 1.0, 10, {}, 11173962, 9620},
         // ResNet(BasicBlock, [2, 2, 2, 2], num_classes=100)
         CountCase{"resnet", 1.0, 100, {}, 11220132, -1},
-        // SqueezeNext(1.0, [6, 6, 8, 1], 10): SqNxt-23 as the paper and issue describe it
+        // SqueezeNext(1.0, [6, 6, 8, 1], 10): SqNxt-23 as the paper describes it
         CountCase{"sqnxt", 1.0, 10, {}, 738234, 13076},
         // SqueezeNext(1.0, [6, 6, 8, 1], 100)
         CountCase{"sqnxt", 1.0, 100, {}, 749844, -1},
@@ -333,7 +334,10 @@ TEST_F(CifarTraining, GradientGapComparesTheAdjointWithTheExactGradient) {
   c.gradient = anode::Gradient::Adjoint;
   cifar::Trainer trainer(c, train, test);
   const auto before = snapshot(trainer.model());
-  const auto rows = trainer.gradient_gap(2);
+  const auto batches =
+      cifar::first_training_batches(trainer.train_split(), c.dataset, c.batch_size, c.seed, 2);
+  ASSERT_EQ(batches.size(), 2u);
+  const auto rows = cifar::gradient_gap(trainer.model(), c.model_spec().ode, batches);
   ASSERT_EQ(rows.size(), 6u);  // 2 batches x (anode, adjoint, backprop)
   for (const auto& r : rows) {
     EXPECT_TRUE(std::isfinite(r.loss) && std::isfinite(r.rel_all) && std::isfinite(r.rel_ode))
@@ -364,7 +368,7 @@ TEST_F(CifarTraining, SqueezeNextTrainsTwoSteps) {
   cifar::Trainer trainer(c, train, test);
   const auto before = snapshot(trainer.model());
   cifar::EpochRecord r;
-  ASSERT_TRUE(trainer.run_epoch(&r));
+  ASSERT_TRUE(trainer.fit_epoch(&r));
   EXPECT_TRUE(std::isfinite(r.train_loss));
   EXPECT_GE(r.train_acc, 0.0);
   // (No claim on the test loss: after two steps the BatchNorm running statistics of 18 ODE blocks
@@ -381,10 +385,10 @@ TEST_F(CifarTraining, LearnsTheSyntheticClasses) {
   c.lr = 0.05;
   cifar::Trainer trainer(c, train, test);
   cifar::EpochRecord first, r;
-  ASSERT_TRUE(trainer.run_epoch(&first));
+  ASSERT_TRUE(trainer.fit_epoch(&first));
   double best_loss = first.train_loss, best_acc = first.train_acc;
   for (int e = 2; e <= 12; ++e) {
-    ASSERT_TRUE(trainer.run_epoch(&r));
+    ASSERT_TRUE(trainer.fit_epoch(&r));
     best_loss = std::min(best_loss, r.train_loss);
     best_acc = std::max(best_acc, r.train_acc);
   }
@@ -401,10 +405,13 @@ TEST_F(CifarTraining, OneCycleSetsTheRateOfEveryBatch) {
   c.schedule = "onecycle";
   cifar::Trainer trainer(c, train, test);
   cifar::EpochRecord r1, r2;
-  ASSERT_TRUE(trainer.run_epoch(&r1));
-  ASSERT_TRUE(trainer.run_epoch(&r2));
-  EXPECT_DOUBLE_EQ(r1.lr, cifar::onecycle_lr(0.2, 0.0));
-  EXPECT_DOUBLE_EQ(r2.lr, cifar::onecycle_lr(0.2, 3.0 / 6.0));
+  ASSERT_TRUE(trainer.fit_epoch(&r1));
+  ASSERT_TRUE(trainer.fit_epoch(&r2));
+  EXPECT_DOUBLE_EQ(r1.lr, 0.2 / 10);
+  EXPECT_DOUBLE_EQ(r2.lr, 0.2 * (1.0 - 0.5) / (1.0 - 0.15));
+  // The optimizer ran the last batch at the rate of step 5 of 6.
+  EXPECT_DOUBLE_EQ(trainer.optimizer().param_groups()[0].options().get_lr(),
+                   0.2 * (1.0 - 5.0 / 6.0) / (1.0 - 0.15));
   EXPECT_TRUE(std::isfinite(r2.train_loss));
 }
 
@@ -415,14 +422,14 @@ TEST_F(CifarTraining, ResumedRunEqualsTheUninterruptedOne) {
   // Uninterrupted: two epochs.
   cifar::Trainer a(config("a"), train, test);
   cifar::EpochRecord a1, a2;
-  ASSERT_TRUE(a.run_epoch(&a1));
-  ASSERT_TRUE(a.run_epoch(&a2));
+  ASSERT_TRUE(a.fit_epoch(&a1));
+  ASSERT_TRUE(a.fit_epoch(&a2));
 
   // Interrupted after epoch 1: a new process would build a new trainer and resume.
   {
     cifar::Trainer b(config("b"), train, test);
     cifar::EpochRecord b1;
-    ASSERT_TRUE(b.run_epoch(&b1));
+    ASSERT_TRUE(b.fit_epoch(&b1));
     EXPECT_EQ(b1.train_loss, a1.train_loss);
   }
   auto cb = config("b");
@@ -431,7 +438,7 @@ TEST_F(CifarTraining, ResumedRunEqualsTheUninterruptedOne) {
   b.resume();
   EXPECT_EQ(b.state().epoch, 2);
   cifar::EpochRecord b2;
-  ASSERT_TRUE(b.run_epoch(&b2));
+  ASSERT_TRUE(b.fit_epoch(&b2));
 
   EXPECT_EQ(b2.train_loss, a2.train_loss);  // bitwise: same data, same order, same arithmetic
   EXPECT_EQ(b2.train_acc, a2.train_acc);
@@ -446,7 +453,7 @@ TEST_F(CifarTraining, InterruptedMidEpochResumesAtTheSameBatch) {
   std::vector<double> a_losses;
   a.on_batch = [&](int64_t, double l) { a_losses.push_back(l); };
   std::ostringstream sink;
-  ASSERT_TRUE(a.run(nullptr, sink));
+  ASSERT_TRUE(a.fit(nullptr, sink));
 
   // Stop (as SIGINT does) after the 2nd batch of epoch 2: the trainer saves and returns false.
   std::atomic<bool> stop{false};
@@ -457,7 +464,7 @@ TEST_F(CifarTraining, InterruptedMidEpochResumesAtTheSameBatch) {
       b_losses.push_back(l);
       if (b.state().epoch == 2 && batch == 1) stop = true;
     };
-    ASSERT_FALSE(b.run(&stop, sink));
+    ASSERT_FALSE(b.fit(&stop, sink));
     EXPECT_EQ(b.state().epoch, 2);
     EXPECT_EQ(b.state().batch, 2);
   }
@@ -465,7 +472,7 @@ TEST_F(CifarTraining, InterruptedMidEpochResumesAtTheSameBatch) {
   b.resume();
   EXPECT_EQ(b.state().batch, 2);
   b.on_batch = [&](int64_t, double l) { b_losses.push_back(l); };
-  ASSERT_TRUE(b.run(nullptr, sink));
+  ASSERT_TRUE(b.fit(nullptr, sink));
 
   ASSERT_EQ(a_losses.size(), 6u);
   EXPECT_EQ(b_losses, a_losses);  // every batch loss, bitwise
@@ -488,7 +495,7 @@ TEST_F(CifarTraining, InterruptedMidEpochResumesAtTheSameBatch) {
 
 TEST_F(CifarTraining, ResumeRefusesDifferentSettings) {
   cifar::Trainer a(config("a", 1), train, test);
-  ASSERT_TRUE(a.run_epoch(nullptr));
+  ASSERT_TRUE(a.fit_epoch(nullptr));
   auto c = config("a", 1);
   c.width = 0.125;
   cifar::Trainer b(c, train, test);
@@ -515,7 +522,7 @@ TEST_F(CifarTraining, CheckpointRebuildsTheModelForEvaluation) {
   c.method = anode::Method::RK2;
   cifar::Trainer a(c, train, test);
   cifar::EpochRecord r;
-  ASSERT_TRUE(a.run_epoch(&r));
+  ASSERT_TRUE(a.fit_epoch(&r));
 
   // What --evaluate does: only the data and the file on the command line.
   cifar::Config cli;
