@@ -39,7 +39,11 @@ inline Meta run_meta(const Config& c) {
           {"wd", num(c.weight_decay)},
           {"seed", std::to_string(c.seed)},
           {"limit", std::to_string(c.limit)},
-          {"epochs", std::to_string(c.epochs)}};
+          {"epochs", std::to_string(c.epochs)},
+          {"augment", c.augment ? "1" : "0"},
+          {"world-size", std::to_string(c.world_size)},
+          {"sync-bn", c.sync_bn ? "1" : "0"},
+          {"float64", c.float64 ? "1" : "0"}};
 }
 
 /// Settings a resumed run must share with the checkpoint (--epochs, --device, --threads and
@@ -47,7 +51,8 @@ inline Meta run_meta(const Config& c) {
 inline const std::vector<std::string>& resume_keys() {
   static const std::vector<std::string> keys{
       "network",    "dataset", "width",    "blocks", "method", "nt",    "gradient", "checkpoints",
-      "batch-size", "lr",      "momentum", "wd",     "seed",   "limit", "schedule"};
+      "batch-size", "lr",      "momentum", "wd",     "seed",   "limit", "schedule",
+      "augment",    "world-size", "sync-bn", "float64"};
   return keys;
 }
 
@@ -57,7 +62,13 @@ inline void check_resumable(const Meta& saved, const Meta& now, const std::strin
   for (const auto& k : resume_keys()) {
     const auto it = saved.find(k);
     // Checkpoints from before --schedule existed were all trained with the step schedule.
-    const std::string was = it != saved.end() ? it->second : k == "schedule" ? "step" : "?";
+    // Those from before data parallelism were one process, augmented, without --sync-bn.
+    const std::string was = it != saved.end()     ? it->second
+                            : k == "schedule"     ? "step"
+                            : k == "augment"      ? "1"
+                            : k == "world-size"   ? "1"
+                            : k == "sync-bn" || k == "float64" ? "0"
+                                                  : "?";
     TORCH_CHECK(was == now.at(k), "cifar: --resume: checkpoint '", file, "' was written with --", k,
                 " ", was, ", but this run has --", k, " ", now.at(k),
                 "; use the same settings or another --out");

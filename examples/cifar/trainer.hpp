@@ -8,6 +8,14 @@
 // Everything a run depends on lives in the checkpoint or is derived from (seed, epoch, batch), so
 // `resume()` continues a stopped run (between epochs or in the middle of one) exactly as if it
 // had never stopped.
+//
+// Data parallel (a Group, from anode/distributed.hpp, built with ANODE_WITH_DISTRIBUTED): every
+// rank holds a replica (rank 0's weights broadcast at start), trains on its share of each global
+// batch of W x --batch-size images (dataset.hpp's EpochSampler), and the ranks' gradients are
+// averaged (anode::dist::DataParallel) before each step, so the steps are those of one process
+// with the global batch. The per-batch loss, accuracy and stop request are summed over the ranks
+// (so every rank holds the same TrainState); the test set is sharded and its sums reduced; only
+// rank 0 writes the CSV log, the checkpoint and the progress output.
 
 #include "examples/cifar/checkpoint.hpp"
 #include "examples/cifar/config.hpp"
@@ -19,6 +27,9 @@
 #include "examples/cifar/schedules.hpp"
 
 #include <anode/memory.hpp>
+#ifdef ANODE_WITH_DISTRIBUTED
+#include <anode/distributed.hpp>
+#endif
 
 #include <torch/cuda.h>
 #include <torch/data.h>
@@ -34,6 +45,7 @@
 #include <iomanip>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -86,12 +98,19 @@ class Trainer {
  public:
   /// The data loaders' type: a CIFAR split, batched in (seed, epoch) order.
   using Loader = torch::data::StatelessDataLoader<CifarDataset, EpochSampler>;
+#ifdef ANODE_WITH_DISTRIBUTED
+  /// The ranks of a data-parallel run (nullptr: one process).
+  using GroupPtr = std::shared_ptr<anode::dist::Group>;
+#else
+  using GroupPtr = std::shared_ptr<void>;  ///< always nullptr: built without data parallelism
+#endif
 
-  Trainer(Config config, Split train, Split test)
+  Trainer(Config config, Split train, Split test, GroupPtr group = nullptr)
       : config_(std::move(config)),
         device_(device_of(config_)),
         train_(train.first(config_.limit)),
-        test_(test.first(config_.test_limit)) {
+        test_(test.first(config_.test_limit)),
+        group_(std::move(group)) {
     TORCH_CHECK(train_.size() > 0, "cifar: the training split is empty");
     TORCH_CHECK(train_.num_classes == layout(config_.dataset).num_classes, "cifar: the data have ",
                 train_.num_classes, " classes, --dataset ", to_string(config_.dataset), " has ",
@@ -99,7 +118,27 @@ class Trainer {
     // The seed fixes the initial weights; data order and augmentation derive from it too.
     torch::manual_seed(config_.seed);
     model_ = make_model(config_.model_spec());
-    model_->to(device_);
+    model_->to(device_, config_.float64 ? torch::kDouble : torch::kFloat);
+#ifdef ANODE_WITH_DISTRIBUTED
+    if (group_) {
+      rank_ = group_->rank();
+      world_ = group_->size();
+      TORCH_CHECK(config_.world_size == world_, "cifar: the configuration says ",
+                  config_.world_size, " ranks, the process group has ", world_);
+      if (config_.sync_bn) anode::dist::convert_sync_batchnorm(*model_, group_);
+      dp_ = std::make_unique<anode::dist::DataParallel>(model_, group_);  // rank 0's weights
+    }
+#else
+    TORCH_CHECK(group_ == nullptr && config_.world_size == 1,
+                "cifar: anode was built without data parallelism (ANODE_WITH_DISTRIBUTED)");
+#endif
+    {
+      const int64_t global = config_.batch_size * world_, tail = train_.size() % global;
+      TORCH_CHECK(tail == 0 || tail >= world_, "cifar: the last batch of an epoch has ", tail,
+                  " images (", train_.size(), " images, global batch ", world_, " x ",
+                  config_.batch_size, "), fewer than the ", world_,
+                  " ranks: every rank needs one; change --batch-size or --limit");
+    }
     optimizer_ = std::make_unique<torch::optim::SGD>(model_->parameters(),
                                                      torch::optim::SGDOptions(config_.lr)
                                                          .momentum(config_.momentum)
@@ -125,13 +164,18 @@ class Trainer {
   /// Runs the remaining epochs, writing the CSV log and a line per epoch to `log`. Returns false
   /// if it stopped early on `stop` (after saving).
   bool fit(const std::atomic<bool>* stop = nullptr, std::ostream& log = std::cout) {
-    std::filesystem::create_directories(config_.out);
-    CsvLog csv(log_path(), state_.epoch);
+    std::optional<CsvLog> csv;  // rank 0's
+    if (rank_ == 0) {
+      std::filesystem::create_directories(config_.out);
+      csv.emplace(log_path(), state_.epoch);
+    }
     while (state_.epoch <= config_.epochs) {
       EpochRecord r;
       if (!fit_epoch(&r, stop)) return false;
-      csv.write(r);
-      log << epoch_summary(r, config_.epochs) << std::endl;
+      if (rank_ == 0) {
+        csv->write(r);
+        log << epoch_summary(r, config_.epochs) << std::endl;
+      }
     }
     return true;
   }
@@ -197,7 +241,7 @@ class Trainer {
     auto loader = train_loader(state_.epoch, state_.batch);
     std::ostringstream label;
     label << "epoch " << state_.epoch << "/" << config_.epochs;
-    ProgressBar bar(std::cerr, label.str(), n_batches, state_.batch, config_.progress);
+    ProgressBar bar(std::cerr, label.str(), n_batches, state_.batch, progress());
     std::unique_ptr<anode::memory::PeakScope> peak;
     if (device_.is_cuda() || anode::memory::cpu_meter_installed())
       peak = std::make_unique<anode::memory::PeakScope>(device_);
@@ -206,7 +250,21 @@ class Trainer {
     bool stopped = false;
     for (auto& batch : *loader) {
       lr_schedule_->step();  // the rate of this batch
-      const StepResult s = train_step(batch.data, batch.target);
+      const int64_t global = std::min(config_.batch_size * world_,
+                                      train_.size() - state_.batch * config_.batch_size * world_);
+      StepResult s = train_step(batch.data, batch.target, global);
+      bool stop_now = stop != nullptr && stop->load();
+      if (world_ > 1) {
+        // The global batch's sums, and whether any rank was asked to stop (all stop together).
+        const auto sums = all_sum({s.loss * static_cast<double>(s.images),
+                                   static_cast<double>(s.correct), static_cast<double>(s.images),
+                                   stop_now ? 1.0 : 0.0},
+                                  "batch statistics");
+        s.images = static_cast<int64_t>(sums[2]);
+        s.loss = sums[0] / sums[2];
+        s.correct = static_cast<int64_t>(sums[1]);
+        stop_now = sums[3] > 0;
+      }
       state_.loss_sum += s.loss * static_cast<double>(s.images);
       state_.correct += s.correct;
       state_.seen += s.images;
@@ -215,7 +273,7 @@ class Trainer {
       ++state_.batch;
       bar.update(state_.batch, images, state_.loss_sum / static_cast<double>(state_.seen),
                  static_cast<double>(state_.correct) / static_cast<double>(state_.seen));
-      if (stop != nullptr && stop->load() && state_.batch < n_batches) {
+      if (stop_now && state_.batch < n_batches) {
         stopped = true;
         break;
       }
@@ -226,13 +284,28 @@ class Trainer {
     return !stopped;
   }
 
-  /// One SGD step on a batch of images and labels, at the optimizer's current rate.
-  StepResult train_step(const torch::Tensor& images, const torch::Tensor& labels) {
+  /// One SGD step on a batch of images and labels, at the optimizer's current rate. Data parallel:
+  /// this rank's share of a global batch of `global_images` images (0: world size x its size).
+  StepResult train_step(const torch::Tensor& images, const torch::Tensor& labels,
+                        int64_t global_images = 0) {
     auto x = input(images), y = labels.to(device_);
+#ifdef ANODE_WITH_DISTRIBUTED
+    if (dp_) dp_->prepare();
+#endif
     optimizer_->zero_grad();
     auto logits = model_->forward(x);
     auto loss = torch::nn::functional::cross_entropy(logits, y);
-    loss.backward();
+    if (world_ > 1 && global_images > 0 && global_images != y.size(0) * world_) {
+      // An uneven last batch: weigh each rank's mean by its share, so that the ranks' mean
+      // gradient is the gradient of the global batch's mean loss.
+      (loss * (static_cast<double>(y.size(0) * world_) / static_cast<double>(global_images)))
+          .backward();
+    } else {
+      loss.backward();
+    }
+#ifdef ANODE_WITH_DISTRIBUTED
+    if (dp_) dp_->synchronize();  // every rank: the mean gradient over the ranks
+#endif
     optimizer_->step();
     return {loss.item<double>(), logits.argmax(1).eq(y).sum().item<int64_t>(), y.size(0)};
   }
@@ -240,11 +313,16 @@ class Trainer {
   /// Mean loss and accuracy of the model (in eval mode, no gradients) on `split`.
   Evaluation evaluate(const Split& split, const std::atomic<bool>* stop = nullptr) {
     torch::NoGradGuard no_grad;
+#ifdef ANODE_WITH_DISTRIBUTED
+    // Per-rank BatchNorm statistics differ: evaluate rank 0's, the ones the checkpoint keeps.
+    if (world_ > 1 && !config_.sync_bn)
+      anode::dist::broadcast_tensors(*group_, model_->buffers(), "buffers before evaluation");
+#endif
     model_->eval();
     auto loader = test_loader(split);
     ProgressBar bar(std::cerr, "  test    ",
-                    cifar::batches_per_epoch(split.size(), config_.batch_size), 0,
-                    config_.progress);
+                    cifar::batches_per_epoch(split.size(), config_.batch_size * world_), 0,
+                    progress());
     Evaluation e;
     double loss_sum = 0;
     int64_t correct = 0, done = 0;
@@ -258,12 +336,22 @@ class Trainer {
       correct += logits.argmax(1).eq(y).sum().item<int64_t>();
       e.images += y.size(0);
       bar.update(++done, e.images, loss_sum / e.images, static_cast<double>(correct) / e.images);
-      if (stop != nullptr && stop->load()) {
+      // (Data parallel: ranks have different numbers of test batches, so no per-batch agreement
+      // on stopping; the evaluation finishes and the next training batch stops.)
+      if (world_ == 1 && stop != nullptr && stop->load()) {
         e.interrupted = true;
         break;
       }
     }
     bar.finish();
+    if (world_ > 1) {
+      const auto sums = all_sum({loss_sum, static_cast<double>(correct),
+                                 static_cast<double>(e.images)},
+                                "test statistics");
+      loss_sum = sums[0];
+      correct = static_cast<int64_t>(sums[1]);
+      e.images = static_cast<int64_t>(sums[2]);
+    }
     e.loss = e.images > 0 ? loss_sum / static_cast<double>(e.images) : 0;
     e.accuracy = e.images > 0 ? static_cast<double>(correct) / static_cast<double>(e.images) : 0;
     return e;
@@ -273,8 +361,10 @@ class Trainer {
   /// (seed, epoch, batch).
   std::unique_ptr<Loader> train_loader(int64_t epoch, int64_t start_batch) const {
     return torch::data::make_data_loader(
-        CifarDataset(train_, AugmentOptions(channel_stats(config_.dataset)), config_.seed),
-        EpochSampler(train_.size(), /*shuffle=*/true, config_.seed, epoch, start_batch),
+        CifarDataset(train_, AugmentOptions(channel_stats(config_.dataset)).random(config_.augment),
+                     config_.seed),
+        EpochSampler(train_.size(), /*shuffle=*/true, config_.seed, epoch, start_batch, rank_,
+                     world_),
         torch::data::DataLoaderOptions().batch_size(config_.batch_size).workers(config_.workers));
   }
 
@@ -282,12 +372,13 @@ class Trainer {
   std::unique_ptr<Loader> test_loader(const Split& split) const {
     return torch::data::make_data_loader(
         CifarDataset(split, AugmentOptions(channel_stats(config_.dataset)).random(false)),
-        EpochSampler(split.size(), /*shuffle=*/false, config_.seed, 0),
+        EpochSampler(split.size(), /*shuffle=*/false, config_.seed, 0, 0, rank_, world_),
         torch::data::DataLoaderOptions().batch_size(config_.batch_size).workers(config_.workers));
   }
 
-  /// Writes OUT/checkpoint.pt atomically.
+  /// Writes OUT/checkpoint.pt atomically (rank 0 only).
   void save() const {
+    if (rank_ != 0) return;
     save_checkpoint(checkpoint_path(), *model_, *optimizer_, state_, run_meta(config_), device_);
   }
 
@@ -296,9 +387,9 @@ class Trainer {
   }
   std::string log_path() const { return (std::filesystem::path(config_.out) / "log.csv").string(); }
 
-  /// Batches in an epoch of the training split.
+  /// Batches (global batches, data parallel) in an epoch of the training split.
   int64_t batches_per_epoch() const {
-    return cifar::batches_per_epoch(train_.size(), config_.batch_size);
+    return cifar::batches_per_epoch(train_.size(), config_.batch_size * world_);
   }
   /// Batches trained in the run so far (the schedule's step).
   int64_t steps_done() const { return (state_.epoch - 1) * batches_per_epoch() + state_.batch; }
@@ -312,6 +403,12 @@ class Trainer {
   const Split& train_split() const { return train_; }
   const Split& test_split() const { return test_; }
   c10::Device device() const { return device_; }
+  int64_t rank() const { return rank_; }
+  int64_t world_size() const { return world_; }
+#ifdef ANODE_WITH_DISTRIBUTED
+  /// The gradient averaging (nullptr: one process).
+  const anode::dist::DataParallel* data_parallel() const { return dp_.get(); }
+#endif
 
   /// Called after every training batch with (batch index, batch loss); tests use it.
   std::function<void(int64_t, double)> on_batch;
@@ -320,12 +417,35 @@ class Trainer {
   // Images stay NCHW: channels-last is faster with oneDNN, but LibTorch 1.13's channels-last
   // backward of a strided 1x1 convolution with few channels corrupts the heap (both networks
   // have one in every downsampling shortcut), so it is not offered.
-  torch::Tensor input(const torch::Tensor& images) const { return images.to(device_); }
+  torch::Tensor input(const torch::Tensor& images) const {
+    return images.to(device_, config_.float64 ? torch::kDouble : torch::kFloat);
+  }
+
+  bool progress() const { return config_.progress && rank_ == 0; }
+
+  /// Element-wise sums over the ranks (the "grads" process group; no gradient bucket is in flight
+  /// between steps).
+  std::vector<double> all_sum(std::vector<double> v, const std::string& what) {
+#ifdef ANODE_WITH_DISTRIBUTED
+    auto t = torch::tensor(v, torch::kDouble).to(device_);
+    group_->all_reduce_sum_grads(t, what);
+    t = t.cpu();
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] = t[static_cast<int64_t>(i)].item<double>();
+#else
+    (void)what;
+#endif
+    return v;
+  }
 
   Config config_;
   c10::Device device_;
   Split train_, test_;
+  GroupPtr group_;
+  int64_t rank_ = 0, world_ = 1;
   std::shared_ptr<ClassifierImpl> model_;
+#ifdef ANODE_WITH_DISTRIBUTED
+  std::unique_ptr<anode::dist::DataParallel> dp_;  // after model_: its hooks go first
+#endif
   std::unique_ptr<torch::optim::SGD> optimizer_;
   // The scheduler refers to *optimizer_, so it is declared after it and destroyed before it.
   std::unique_ptr<ClosedFormLR> lr_schedule_;
