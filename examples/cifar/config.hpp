@@ -69,6 +69,8 @@ struct Config {
   double dist_timeout = 300;   ///< --dist-timeout S (seconds a rendezvous or collective may wait)
   std::string backend;         ///< --backend gloo|nccl (empty: by device)
   bool float64 = false;        ///< --float64 (weights and images in double: exactness checks)
+  double bucket_cap_mb = 25;   ///< --bucket-cap-mb X (gradient all-reduce bucket size)
+  bool log_steps = false;      ///< --log-steps (every step's loss, full precision, on stdout)
   int64_t world_size = 1;      ///< not an option: the ranks of this run (main sets it)
 
   /// The model this configuration describes, for a dataset of `num_classes` classes.
@@ -227,6 +229,10 @@ inline void add_options(CLI::App& app, Config& c) {
                "train in double precision (to compare runs to round-off, e.g. 2 ranks x batch b "
                "with one process x batch 2b)")
       ->check(NoValue());
+  app.add_option("--bucket-cap-mb", c.bucket_cap_mb,
+                 "largest gradient bucket (MiB); smaller buckets start all-reducing earlier in "
+                 "backward")
+      ->check(CLI::Range(0.001, 1024.0));
   app.add_option("--dist-timeout", c.dist_timeout,
                  "seconds the rendezvous or a collective may wait for the other ranks")
       ->check(CLI::Range(1.0, 86400.0));
@@ -251,6 +257,9 @@ inline void add_options(CLI::App& app, Config& c) {
       ->transform(IntegerAtLeast(1));
   app.add_flag_function(
          "--no-progress", [&c](int64_t) { c.progress = false; }, "no progress bar")
+      ->check(NoValue());
+  app.add_flag("--log-steps", c.log_steps,
+               "print every training step's loss (the global batch's) with 10 digits")
       ->check(NoValue());
 }
 

@@ -120,9 +120,10 @@ int train(cifar::Config c) {
   out << "\nmodel: ";
   trainer.model().pretty_print(out);
   out << ", " << cifar::count_parameters(trainer.model()) << " parameters\n";
-  if (std::getenv("ANODE_CIFAR_STEPS") != nullptr && trainer.rank() == 0)
-    trainer.on_batch = [](int64_t b, double loss) {
-      std::cout << std::setprecision(10) << "step " << b << " loss " << loss << std::endl;
+  if (c.log_steps && trainer.rank() == 0)
+    trainer.on_batch = [&trainer](int64_t b, double loss) {
+      std::cout << "epoch " << trainer.state().epoch << " step " << b << " loss "
+                << std::setprecision(10) << loss << std::defaultfloat << std::endl;
     };
   if (c.resume) {
     trainer.resume();  // every rank reads rank 0's checkpoint (a path they all see)

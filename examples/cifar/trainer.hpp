@@ -126,7 +126,8 @@ class Trainer {
       TORCH_CHECK(config_.world_size == world_, "cifar: the configuration says ",
                   config_.world_size, " ranks, the process group has ", world_);
       if (config_.sync_bn) anode::dist::convert_sync_batchnorm(*model_, group_);
-      dp_ = std::make_unique<anode::dist::DataParallel>(model_, group_);  // rank 0's weights
+      dp_ = std::make_unique<anode::dist::DataParallel>(  // broadcasts rank 0's weights
+          model_, group_, anode::dist::DataParallelOptions().bucket_cap_mb(config_.bucket_cap_mb));
     }
 #else
     TORCH_CHECK(group_ == nullptr && config_.world_size == 1,
@@ -174,7 +175,7 @@ class Trainer {
       if (!fit_epoch(&r, stop)) return false;
       if (rank_ == 0) {
         csv->write(r);
-        log << epoch_summary(r, config_.epochs) << std::endl;
+        log << epoch_summary(r, config_.epochs) << comm_summary() << std::endl;
       }
     }
     return true;
@@ -248,11 +249,22 @@ class Trainer {
 
     int64_t images = 0;
     bool stopped = false;
+    comm_ = CommTotals();
     for (auto& batch : *loader) {
       lr_schedule_->step();  // the rate of this batch
       const int64_t global = std::min(config_.batch_size * world_,
                                       train_.size() - state_.batch * config_.batch_size * world_);
       StepResult s = train_step(batch.data, batch.target, global);
+#ifdef ANODE_WITH_DISTRIBUTED
+      if (dp_) {
+        const auto& cs = dp_->last_stats();
+        ++comm_.steps;
+        comm_.buckets += cs.buckets;
+        comm_.overlapped += cs.launched_in_backward;
+        comm_.wait_s += cs.wait_s;
+        comm_.backward_s += cs.backward_end_s;
+      }
+#endif
       bool stop_now = stop != nullptr && stop->load();
       if (world_ > 1) {
         // The global batch's sums, and whether any rank was asked to stop (all stop together).
@@ -273,6 +285,9 @@ class Trainer {
       ++state_.batch;
       bar.update(state_.batch, images, state_.loss_sum / static_cast<double>(state_.seen),
                  static_cast<double>(state_.correct) / static_cast<double>(state_.seen));
+      // One process: a stop raised up to now (on_batch included) counts. Data parallel: the
+      // agreed one, read before this batch's sums (a later request stops at the next batch).
+      if (world_ == 1) stop_now = stop != nullptr && stop->load();
       if (stop_now && state_.batch < n_batches) {
         stopped = true;
         break;
@@ -423,6 +438,24 @@ class Trainer {
 
   bool progress() const { return config_.progress && rank_ == 0; }
 
+  /// The gradient all-reduces of an epoch's steps (data parallel).
+  struct CommTotals {
+    int64_t steps = 0, buckets = 0, overlapped = 0;
+    double wait_s = 0, backward_s = 0;
+  };
+  /// "  comm: ..." for the epoch line (empty for one process).
+  std::string comm_summary() const {
+    if (comm_.steps == 0) return "";
+    std::ostringstream os;
+    os << std::fixed << std::setprecision(0) << "  comm: "
+       << 100.0 * static_cast<double>(comm_.overlapped) / static_cast<double>(comm_.buckets)
+       << "% of " << comm_.buckets / comm_.steps << " buckets/step started during backward, "
+       << std::setprecision(1) << 1000.0 * comm_.wait_s / static_cast<double>(comm_.steps)
+       << " ms/step waited after it (backward from first gradient "
+       << 1000.0 * comm_.backward_s / static_cast<double>(comm_.steps) << " ms/step)";
+    return os.str();
+  }
+
   /// Element-wise sums over the ranks (the "grads" process group; no gradient bucket is in flight
   /// between steps).
   std::vector<double> all_sum(std::vector<double> v, const std::string& what) {
@@ -442,6 +475,7 @@ class Trainer {
   Split train_, test_;
   GroupPtr group_;
   int64_t rank_ = 0, world_ = 1;
+  CommTotals comm_;
   std::shared_ptr<ClassifierImpl> model_;
 #ifdef ANODE_WITH_DISTRIBUTED
   std::unique_ptr<anode::dist::DataParallel> dp_;  // after model_: its hooks go first

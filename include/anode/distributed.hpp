@@ -569,13 +569,8 @@ class DataParallel {
     state_->ready.assign(state_->params.size(), false);
     state_->reset();
     if (options_.overlap()) {
-      for (std::size_t i = 0; i < state_->params.size(); ++i) {
-        auto acc = torch::autograd::impl::grad_accumulator(state_->params[i]);
-        TORCH_CHECK(acc != nullptr, "anode::dist::DataParallel: parameter ", i,
-                    " has no gradient accumulator (not a leaf?)");
-        const auto key = acc->add_post_hook(std::make_unique<detail::ReadyHook>(state_, i));
-        hooks_.emplace_back(acc, key);  // keeps the accumulator alive, so the hook stays
-      }
+      hooks_.resize(state_->params.size());
+      hook_all();
     }
   }
   /// The same, for a module holder (`Net net(...); DataParallel dp(net, group);`).
@@ -585,13 +580,35 @@ class DataParallel {
       : DataParallel(std::static_pointer_cast<torch::nn::Module>(module.ptr()), std::move(group),
                      std::move(options)) {}
   ~DataParallel() {
-    for (auto& [acc, key] : hooks_) acc->del_post_hook(key);
+    for (auto& [acc, key] : hooks_) {
+      if (acc) acc->del_post_hook(key);
+    }
   }
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;
 
-  /// Call before each training forward pass: clears SyncBatchNorm's statistics tapes.
-  void prepare() { reset_sync_batchnorm(*module_); }
+  /// Call before each training forward pass: clears SyncBatchNorm's statistics tapes, checks that
+  /// the module still has the parameters this reducer averages, and hooks any gradient
+  /// accumulator autograd replaced (loading weights with Tensor::set_, as torch::load and
+  /// InputArchive::read do, gives a parameter a new one: without this, its gradient would still
+  /// be averaged, by synchronize(), but no longer during backward).
+  void prepare() {
+    reset_sync_batchnorm(*module_);
+    std::size_t n = 0;
+    for (const auto& p : module_->parameters()) {
+      if (!p.requires_grad()) continue;
+      TORCH_CHECK(n < state_->params.size() &&
+                      p.unsafeGetTensorImpl() == state_->params[n].unsafeGetTensorImpl(),
+                  "anode::dist::DataParallel: the module's parameter ", n,
+                  " is not the one this DataParallel averages (parameters were replaced or their "
+                  "requires_grad changed after it was built): build the DataParallel again");
+      ++n;
+    }
+    TORCH_CHECK(n == state_->params.size(), "anode::dist::DataParallel: the module has ", n,
+                " parameters requiring grad, ", state_->params.size(),
+                " when the DataParallel was built: build it again");
+    if (options_.overlap()) hook_all();
+  }
 
   /// After backward: every rank's .grad becomes the mean over ranks. With overlap the end of
   /// backward already did it (then this only returns); without, it all-reduces here.
@@ -607,6 +624,20 @@ class DataParallel {
   const std::shared_ptr<torch::nn::Module>& module() const { return module_; }
 
  private:
+  /// Puts the ready hook on each parameter's current gradient accumulator (once).
+  void hook_all() {
+    for (std::size_t i = 0; i < state_->params.size(); ++i) {
+      auto acc = torch::autograd::impl::grad_accumulator(state_->params[i]);
+      TORCH_CHECK(acc != nullptr, "anode::dist::DataParallel: parameter ", i,
+                  " has no gradient accumulator (not a leaf?)");
+      auto& [held, key] = hooks_[i];
+      if (held == acc) continue;
+      if (held) held->del_post_hook(key);
+      key = acc->add_post_hook(std::make_unique<detail::ReadyHook>(state_, i));
+      held = acc;  // keeps the accumulator alive, so the hook stays
+    }
+  }
+
   void build_buckets() {
     auto& s = *state_;
     const double cap = options_.bucket_cap_mb() * 1024.0 * 1024.0;

@@ -294,6 +294,39 @@ TEST_F(Distributed, OverlapOffGivesTheSameGradients) {
   }
 }
 
+// Weights loaded after construction (Tensor::set_, as torch::load and InputArchive::read do) give
+// the parameters new gradient accumulators; prepare() hooks those, so backward still overlaps.
+TEST_F(Distributed, WeightsLoadedLaterStayHooked) {
+  Net net(ode_for("backprop"));
+  net->to(torch::kDouble);
+  const auto data = make_data(8);
+  std::vector<Net> replicas{std::dynamic_pointer_cast<NetImpl>(net->clone()),
+                            std::dynamic_pointer_cast<NetImpl>(net->clone())};
+  std::mutex mutex;
+  std::vector<std::vector<torch::Tensor>> got(2);
+  run_ranks(2, [&](int64_t r, anode::dist::Group& g) {
+    auto group = std::shared_ptr<anode::dist::Group>(&g, [](anode::dist::Group*) {});
+    auto model = replicas[static_cast<std::size_t>(r)];
+    anode::dist::DataParallel dp(model, group,
+                                 anode::dist::DataParallelOptions().bucket_cap_mb(0.0005));
+    auto p0 = model->parameters()[0];
+    const auto before = torch::autograd::impl::grad_accumulator(p0);
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& p : model->parameters()) p.set_(p.detach().clone());
+    }
+    EXPECT_NE(torch::autograd::impl::grad_accumulator(p0), before) << "set_ kept the accumulator";
+    const auto part = shard(data, r, 2);
+    dp.prepare();
+    torch::nn::functional::cross_entropy(model->forward(part.x), part.y).backward();
+    dp.synchronize();
+    EXPECT_EQ(dp.last_stats().launched_in_backward, dp.num_buckets());
+    std::lock_guard<std::mutex> lock(mutex);
+    got[static_cast<std::size_t>(r)] = grads_of(*model);
+  });
+  for (std::size_t i = 0; i < got[0].size(); ++i) EXPECT_TRUE(torch::equal(got[0][i], got[1][i]));
+}
+
 // Rank 0's parameters and buffers reach every rank at construction.
 TEST_F(Distributed, BroadcastsRankZerosStateAtStart) {
   Net net(ode_for("backprop"));
