@@ -119,8 +119,8 @@ inline torch::Tensor random_crop_flip(const torch::Tensor& x, int64_t padding, b
   TORCH_CHECK(x.dim() == 4, "cifar: random_crop_flip expects [B, C, H, W], got ", x.sizes());
   TORCH_CHECK(padding >= 0, "cifar: padding must be >= 0, got ", padding);
   const int64_t B = x.size(0);
-  TORCH_CHECK(static_cast<int64_t>(samples.size()) == B, "cifar: random_crop_flip: ",
-              samples.size(), " sample indices for ", B, " images");
+  TORCH_CHECK(static_cast<int64_t>(samples.size()) == B,
+              "cifar: random_crop_flip: ", samples.size(), " sample indices for ", B, " images");
   if (B == 0 || (padding == 0 && !flip)) return x;
   auto oy = torch::empty({B, 1}, torch::kLong), ox = torch::empty({B, 1}, torch::kLong);
   auto flipped = torch::empty({B, 1}, torch::kBool);

@@ -111,9 +111,9 @@ inline int launch_local(int n, char** argv, double timeout_s) {
       const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
       if (code != 0) {
         std::cerr << "anode-cifar: rank " << r << " "
-                  << (WIFEXITED(status) ? "exited with status " + std::to_string(code)
-                                        : "was killed by signal " +
-                                              std::to_string(WTERMSIG(status)))
+                  << (WIFEXITED(status)
+                          ? "exited with status " + std::to_string(code)
+                          : "was killed by signal " + std::to_string(WTERMSIG(status)))
                   << "\n";
         if (first_failure == 0) {
           first_failure = code;

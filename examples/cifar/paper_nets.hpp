@@ -13,13 +13,13 @@
 
 #include <anode/ode_block.hpp>
 
-#include <anode/sync_batchnorm.hpp>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/pooling.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
+#include <anode/sync_batchnorm.hpp>
 
 #include <cstdint>
 #include <functional>

@@ -50,9 +50,9 @@ inline Meta run_meta(const Config& c) {
 /// --workers may change; a different --epochs changes the schedule's milestones).
 inline const std::vector<std::string>& resume_keys() {
   static const std::vector<std::string> keys{
-      "network",    "dataset", "width",    "blocks", "method", "nt",    "gradient", "checkpoints",
-      "batch-size", "lr",      "momentum", "wd",     "seed",   "limit", "schedule",
-      "augment",    "world-size", "sync-bn", "float64"};
+      "network",     "dataset",    "width",      "blocks",   "method", "nt",   "gradient",
+      "checkpoints", "batch-size", "lr",         "momentum", "wd",     "seed", "limit",
+      "schedule",    "augment",    "world-size", "sync-bn",  "float64"};
   return keys;
 }
 
@@ -63,12 +63,12 @@ inline void check_resumable(const Meta& saved, const Meta& now, const std::strin
     const auto it = saved.find(k);
     // Checkpoints from before --schedule existed were all trained with the step schedule.
     // Those from before data parallelism were one process, augmented, without --sync-bn.
-    const std::string was = it != saved.end()     ? it->second
-                            : k == "schedule"     ? "step"
-                            : k == "augment"      ? "1"
-                            : k == "world-size"   ? "1"
+    const std::string was = it != saved.end()                  ? it->second
+                            : k == "schedule"                  ? "step"
+                            : k == "augment"                   ? "1"
+                            : k == "world-size"                ? "1"
                             : k == "sync-bn" || k == "float64" ? "0"
-                                                  : "?";
+                                                               : "?";
     TORCH_CHECK(was == now.at(k), "cifar: --resume: checkpoint '", file, "' was written with --", k,
                 " ", was, ", but this run has --", k, " ", now.at(k),
                 "; use the same settings or another --out");

@@ -15,12 +15,12 @@
 #include <anode/ode_block.hpp>
 
 #include <torch/nn/init.h>
-#include <anode/sync_batchnorm.hpp>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
+#include <anode/sync_batchnorm.hpp>
 
 #include <cmath>
 #include <ostream>

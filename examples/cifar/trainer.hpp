@@ -263,15 +263,19 @@ class Trainer {
         comm_.overlapped += cs.launched_in_backward;
         comm_.wait_s += cs.wait_s;
         comm_.backward_s += cs.backward_end_s;
+        // How far into backward each bucket left (1: at its end, nothing left to overlap).
+        for (double t : cs.launch_s)
+          comm_.launch_fraction +=
+              cs.backward_end_s > 0 ? std::min(1.0, t / cs.backward_end_s) : 1.0;
       }
 #endif
       bool stop_now = stop != nullptr && stop->load();
       if (world_ > 1) {
         // The global batch's sums, and whether any rank was asked to stop (all stop together).
-        const auto sums = all_sum({s.loss * static_cast<double>(s.images),
-                                   static_cast<double>(s.correct), static_cast<double>(s.images),
-                                   stop_now ? 1.0 : 0.0},
-                                  "batch statistics");
+        const auto sums =
+            all_sum({s.loss * static_cast<double>(s.images), static_cast<double>(s.correct),
+                     static_cast<double>(s.images), stop_now ? 1.0 : 0.0},
+                    "batch statistics");
         s.images = static_cast<int64_t>(sums[2]);
         s.loss = sums[0] / sums[2];
         s.correct = static_cast<int64_t>(sums[1]);
@@ -360,9 +364,9 @@ class Trainer {
     }
     bar.finish();
     if (world_ > 1) {
-      const auto sums = all_sum({loss_sum, static_cast<double>(correct),
-                                 static_cast<double>(e.images)},
-                                "test statistics");
+      const auto sums =
+          all_sum({loss_sum, static_cast<double>(correct), static_cast<double>(e.images)},
+                  "test statistics");
       loss_sum = sums[0];
       correct = static_cast<int64_t>(sums[1]);
       e.images = static_cast<int64_t>(sums[2]);
@@ -400,29 +404,57 @@ class Trainer {
   std::string checkpoint_path() const {
     return (std::filesystem::path(config_.out) / "checkpoint.pt").string();
   }
-  std::string log_path() const { return (std::filesystem::path(config_.out) / "log.csv").string(); }
+  std::string log_path() const {
+    return (std::filesystem::path(config_.out) / "log.csv").string();
+  }
 
   /// Batches (global batches, data parallel) in an epoch of the training split.
   int64_t batches_per_epoch() const {
     return cifar::batches_per_epoch(train_.size(), config_.batch_size * world_);
   }
   /// Batches trained in the run so far (the schedule's step).
-  int64_t steps_done() const { return (state_.epoch - 1) * batches_per_epoch() + state_.batch; }
+  int64_t steps_done() const {
+    return (state_.epoch - 1) * batches_per_epoch() + state_.batch;
+  }
 
-  ClassifierImpl& model() { return *model_; }
-  std::shared_ptr<ClassifierImpl> model_ptr() { return model_; }
-  torch::optim::SGD& optimizer() { return *optimizer_; }
-  const ClosedFormLR& lr_schedule() const { return *lr_schedule_; }
-  const TrainState& state() const { return state_; }
-  const Config& config() const { return config_; }
-  const Split& train_split() const { return train_; }
-  const Split& test_split() const { return test_; }
-  c10::Device device() const { return device_; }
-  int64_t rank() const { return rank_; }
-  int64_t world_size() const { return world_; }
+  ClassifierImpl& model() {
+    return *model_;
+  }
+  std::shared_ptr<ClassifierImpl> model_ptr() {
+    return model_;
+  }
+  torch::optim::SGD& optimizer() {
+    return *optimizer_;
+  }
+  const ClosedFormLR& lr_schedule() const {
+    return *lr_schedule_;
+  }
+  const TrainState& state() const {
+    return state_;
+  }
+  const Config& config() const {
+    return config_;
+  }
+  const Split& train_split() const {
+    return train_;
+  }
+  const Split& test_split() const {
+    return test_;
+  }
+  c10::Device device() const {
+    return device_;
+  }
+  int64_t rank() const {
+    return rank_;
+  }
+  int64_t world_size() const {
+    return world_;
+  }
 #ifdef ANODE_WITH_DISTRIBUTED
   /// The gradient averaging (nullptr: one process).
-  const anode::dist::DataParallel* data_parallel() const { return dp_.get(); }
+  const anode::dist::DataParallel* data_parallel() const {
+    return dp_.get();
+  }
 #endif
 
   /// Called after every training batch with (batch index, batch loss); tests use it.
@@ -436,12 +468,14 @@ class Trainer {
     return images.to(device_, config_.float64 ? torch::kDouble : torch::kFloat);
   }
 
-  bool progress() const { return config_.progress && rank_ == 0; }
+  bool progress() const {
+    return config_.progress && rank_ == 0;
+  }
 
   /// The gradient all-reduces of an epoch's steps (data parallel).
   struct CommTotals {
     int64_t steps = 0, buckets = 0, overlapped = 0;
-    double wait_s = 0, backward_s = 0;
+    double wait_s = 0, backward_s = 0, launch_fraction = 0;
   };
   /// "  comm: ..." for the epoch line (empty for one process).
   std::string comm_summary() const {
@@ -450,7 +484,9 @@ class Trainer {
     os << std::fixed << std::setprecision(0) << "  comm: "
        << 100.0 * static_cast<double>(comm_.overlapped) / static_cast<double>(comm_.buckets)
        << "% of " << comm_.buckets / comm_.steps << " buckets/step started during backward, "
-       << std::setprecision(1) << 1000.0 * comm_.wait_s / static_cast<double>(comm_.steps)
+       << "on average at " << 100.0 * comm_.launch_fraction / static_cast<double>(comm_.buckets)
+       << "% of it, " << std::setprecision(1)
+       << 1000.0 * comm_.wait_s / static_cast<double>(comm_.steps)
        << " ms/step waited after it (backward from first gradient "
        << 1000.0 * comm_.backward_s / static_cast<double>(comm_.steps) << " ms/step)";
     return os.str();

@@ -57,7 +57,7 @@ namespace dist {
 struct Environment {
   int64_t rank = 0;
   int64_t world_size = 1;
-  int64_t local_rank = 0;  ///< the rank on this node (selects the GPU with NCCL)
+  int64_t local_rank = 0;   ///< the rank on this node (selects the GPU with NCCL)
   std::string master_addr;  ///< host of rank 0's TCPStore
   int64_t master_port = 0;
 
@@ -93,8 +93,8 @@ struct Environment {
 
   void check() const {
     TORCH_CHECK(world_size >= 1, "anode::dist: WORLD_SIZE must be >= 1, got ", world_size);
-    TORCH_CHECK(rank >= 0 && rank < world_size, "anode::dist: RANK must be in [0, WORLD_SIZE = ",
-                world_size, "), got ", rank);
+    TORCH_CHECK(rank >= 0 && rank < world_size,
+                "anode::dist: RANK must be in [0, WORLD_SIZE = ", world_size, "), got ", rank);
     TORCH_CHECK(local_rank >= 0, "anode::dist: LOCAL_RANK must be >= 0, got ", local_rank);
     TORCH_CHECK(world_size == 1 || !master_addr.empty(), "anode::dist: MASTER_ADDR is empty");
     TORCH_CHECK(world_size == 1 || (master_port > 0 && master_port < 65536),
@@ -197,8 +197,7 @@ class Group : public StatsGroup {
  private:
   [[noreturn]] void fail(const std::string& what, const std::string& why) const {
     TORCH_CHECK(false, "anode::dist: rank ", env_.rank, " of ", env_.world_size, ": collective '",
-                what, "' failed (", backend_, ", timeout ", timeout_.count() / 1000.0,
-                " s): ", why,
+                what, "' failed (", backend_, ", timeout ", timeout_.count() / 1000.0, " s): ", why,
                 " -- another rank has probably exited or stopped; see its output");
   }
 
@@ -216,9 +215,8 @@ inline bool is_loopback(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
 }
 
-inline c10::intrusive_ptr<c10d::ProcessGroup> make_gloo(const c10::intrusive_ptr<c10d::Store>& store,
-                                                        const Environment& env,
-                                                        const GroupOptions& o) {
+inline c10::intrusive_ptr<c10d::ProcessGroup> make_gloo(
+    const c10::intrusive_ptr<c10d::Store>& store, const Environment& env, const GroupOptions& o) {
   auto opts = c10d::ProcessGroupGloo::Options::create(o.timeout());
   // Which interface Gloo binds: GLOO_SOCKET_IFNAME as PyTorch reads it; the loopback for a
   // single-host run on 127.0.0.1; else this host's name (falling back to the loopback).
@@ -235,10 +233,9 @@ inline c10::intrusive_ptr<c10d::ProcessGroup> make_gloo(const c10::intrusive_ptr
                                                      static_cast<int>(env.world_size), opts);
 }
 
-inline c10::intrusive_ptr<c10d::ProcessGroup> make_group(const std::string& backend,
-                                                         const c10::intrusive_ptr<c10d::Store>& store,
-                                                         const Environment& env,
-                                                         const GroupOptions& o) {
+inline c10::intrusive_ptr<c10d::ProcessGroup> make_group(
+    const std::string& backend, const c10::intrusive_ptr<c10d::Store>& store,
+    const Environment& env, const GroupOptions& o) {
   if (backend == "gloo") return make_gloo(store, env, o);
 #ifdef ANODE_WITH_NCCL
   auto opts = c10d::ProcessGroupNCCL::Options::create();
@@ -246,7 +243,8 @@ inline c10::intrusive_ptr<c10d::ProcessGroup> make_group(const std::string& back
   return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, static_cast<int>(env.rank),
                                                      static_cast<int>(env.world_size), opts);
 #else
-  TORCH_CHECK(false, "anode::dist: backend nccl is not available in this build (no "
+  TORCH_CHECK(false,
+              "anode::dist: backend nccl is not available in this build (no "
               "ProcessGroupNCCL: a CPU LibTorch, or anode configured without "
               "ANODE_WITH_NCCL); use --backend gloo");
 #endif
@@ -260,7 +258,8 @@ inline c10::intrusive_ptr<c10d::ProcessGroup> make_group(const std::string& back
 inline std::shared_ptr<Group> init_process_group(const Environment& env,
                                                  const GroupOptions& o = GroupOptions()) {
   env.check();
-  std::string backend = o.backend().empty() ? (o.device().is_cuda() ? "nccl" : "gloo") : o.backend();
+  std::string backend =
+      o.backend().empty() ? (o.device().is_cuda() ? "nccl" : "gloo") : o.backend();
   TORCH_CHECK(backend == "gloo" || backend == "nccl", "anode::dist: unknown backend '", backend,
               "'; use gloo (CPU) or nccl (CUDA)");
   TORCH_CHECK(backend != "nccl" || o.device().is_cuda(),
@@ -277,12 +276,12 @@ inline std::shared_ptr<Group> init_process_group(const Environment& env,
   try {
     store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
   } catch (const std::exception& e) {
-    const std::string why =
-        dynamic_cast<const c10::Error*>(&e) != nullptr
-            ? static_cast<const c10::Error&>(e).what_without_backtrace()
-            : e.what();
+    const std::string why = dynamic_cast<const c10::Error*>(&e) != nullptr
+                                ? static_cast<const c10::Error&>(e).what_without_backtrace()
+                                : e.what();
     TORCH_CHECK(false, "anode::dist: rank ", env.rank, " of ", env.world_size, ": ",
-                env.rank == 0 ? "cannot serve the rendezvous store on " : "cannot reach rank 0's rendezvous store at ",
+                env.rank == 0 ? "cannot serve the rendezvous store on "
+                              : "cannot reach rank 0's rendezvous store at ",
                 env.master_addr, ":", env.master_port, " within ", o.timeout().count() / 1000.0,
                 " s: ", why,
                 env.rank == 0 ? " (is the port in use?)"
@@ -293,10 +292,10 @@ inline std::shared_ptr<Group> init_process_group(const Environment& env,
     try {
       return detail::make_group(backend, prefixed, env, o);
     } catch (const c10::Error& e) {
-      TORCH_CHECK(false, "anode::dist: rank ", env.rank, " of ", env.world_size,
-                  ": building the ", backend, " process group '", prefix, "' failed within ",
-                  o.timeout().count() / 1000.0, " s (did every rank start?): ",
-                  e.what_without_backtrace());
+      TORCH_CHECK(false, "anode::dist: rank ", env.rank, " of ", env.world_size, ": building the ",
+                  backend, " process group '", prefix, "' failed within ",
+                  o.timeout().count() / 1000.0,
+                  " s (did every rank start?): ", e.what_without_backtrace());
     }
   };
   auto grads = make("anode/grads/");
@@ -327,16 +326,20 @@ inline void broadcast_tensors(Group& group, const std::vector<torch::Tensor>& te
   int64_t numel = 0, hash = static_cast<int64_t>(tensors.size());
   for (const auto& t : tensors) {
     numel += t.defined() ? t.numel() : 0;
-    for (auto s : t.defined() ? t.sizes() : c10::IntArrayRef{}) hash = (hash * 1000003 + s) % (int64_t{1} << 40);
-    hash = (hash * 31 + (t.defined() ? static_cast<int64_t>(t.scalar_type()) : -1)) % (int64_t{1} << 40);
+    for (auto s : t.defined() ? t.sizes() : c10::IntArrayRef{})
+      hash = (hash * 1000003 + s) % (int64_t{1} << 40);
+    hash = (hash * 31 + (t.defined() ? static_cast<int64_t>(t.scalar_type()) : -1)) %
+           (int64_t{1} << 40);
   }
   auto sig = torch::tensor({static_cast<int64_t>(tensors.size()), numel, hash},
                            torch::TensorOptions().dtype(torch::kLong).device(group.device()));
   auto all = group.all_gather(sig, ("signature of " + what).c_str());
   for (int64_t r = 0; r < group.size(); ++r) {
     TORCH_CHECK(torch::equal(all[static_cast<std::size_t>(r)].cpu(), all[0].cpu()),
-                "anode::dist: rank ", r, "'s ", what, " differ from rank 0's (count, elements, "
-                "shape hash ", all[static_cast<std::size_t>(r)].cpu(), " vs ", all[0].cpu(),
+                "anode::dist: rank ", r, "'s ", what,
+                " differ from rank 0's (count, elements, "
+                "shape hash ",
+                all[static_cast<std::size_t>(r)].cpu(), " vs ", all[0].cpu(),
                 "): every rank must build the same model");
   }
   // Group by dtype, in order, and broadcast one flat buffer per dtype.
@@ -405,7 +408,7 @@ struct ReducerState : std::enable_shared_from_this<ReducerState> {
   struct Bucket {
     std::vector<std::size_t> params;  // indices into `params`, in bucket order
     std::vector<int64_t> offsets;
-    int64_t numel = 0;                // gradient elements (plus one "defined" flag per param)
+    int64_t numel = 0;  // gradient elements (plus one "defined" flag per param)
     c10::ScalarType dtype = c10::ScalarType::Undefined;
     c10::Device device = c10::Device(c10::DeviceType::CPU);
     std::size_t pending = 0;
@@ -457,8 +460,7 @@ struct ReducerState : std::enable_shared_from_this<ReducerState> {
   }
 
   void launch_ready_in_order() {
-    while (next_bucket < buckets.size() && buckets[next_bucket].pending == 0)
-      launch(next_bucket++);
+    while (next_bucket < buckets.size() && buckets[next_bucket].pending == 0) launch(next_bucket++);
   }
 
   void mark_ready(std::size_t i) {
@@ -557,8 +559,10 @@ class DataParallel {
       : module_(std::move(module)), options_(std::move(options)) {
     TORCH_CHECK(module_ != nullptr, "anode::dist::DataParallel: the module is null");
     TORCH_CHECK(group != nullptr, "anode::dist::DataParallel: the group is null");
-    TORCH_CHECK(options_.bucket_cap_mb() > 0, "anode::dist::DataParallel: bucket_cap_mb must be "
-                "> 0, got ", options_.bucket_cap_mb());
+    TORCH_CHECK(options_.bucket_cap_mb() > 0,
+                "anode::dist::DataParallel: bucket_cap_mb must be "
+                "> 0, got ",
+                options_.bucket_cap_mb());
     if (options_.broadcast_at_start()) broadcast_module(*group, *module_);
     state_ = std::make_shared<detail::ReducerState>();
     state_->group = std::move(group);

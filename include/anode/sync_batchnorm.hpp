@@ -95,8 +95,10 @@ inline std::tuple<torch::Tensor, torch::Tensor, double> combine_batch_stats(
   auto s = torch::stack(all);  // [W, 2C + 1]
   auto means = s.narrow(1, 0, C), m2s = s.narrow(1, C, C), counts = s.narrow(1, 2 * C, 1);
   const double n = counts.sum().item<double>();
-  TORCH_CHECK(n > 1, "anode::SyncBatchNorm: expected more than 1 value per channel over all ranks "
-              "in training, got ", n);
+  TORCH_CHECK(n > 1,
+              "anode::SyncBatchNorm: expected more than 1 value per channel over all ranks "
+              "in training, got ",
+              n);
   auto mean = (means * counts).sum(0) / n;
   auto m2 = m2s.sum(0) + (counts * (means - mean).square()).sum(0);
   return {mean, m2 / n, n};
@@ -107,8 +109,8 @@ class SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFunc
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& weight, const torch::Tensor& bias,
-                               const torch::Tensor& mean, const torch::Tensor& invstd,
-                               double count, c10::intrusive_ptr<StatsGroupHolder> group) {
+                               const torch::Tensor& mean, const torch::Tensor& invstd, double count,
+                               c10::intrusive_ptr<StatsGroupHolder> group) {
     const auto shape = channel_shape(x);
     auto y = (x - mean.view(shape)) * invstd.view(shape);
     if (weight.defined()) y = y * weight.view(shape);
@@ -142,7 +144,8 @@ class SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFunc
       auto scale = weight.defined() ? invstd * weight : invstd;
       dx = (g - mean_dy - xhat * mean_dy_xhat) * scale.view(shape);
     }
-    if (weight.defined() && ctx->needs_input_grad(1)) dweight = sum_dy_xhat.to(weight.scalar_type());
+    if (weight.defined() && ctx->needs_input_grad(1))
+      dweight = sum_dy_xhat.to(weight.scalar_type());
     if (ctx->needs_input_grad(2)) dbias = sum_dy.to(x.scalar_type());
     return {dx, dweight, dbias, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
@@ -261,8 +264,8 @@ class SyncBatchNormImpl : public torch::nn::Cloneable<SyncBatchNormImpl> {
                                               : 1.0 / num_batches_tracked.item<double>();
     }
     return torch::batch_norm(input, weight, bias, running_mean, running_var,
-                             is_training() || !options.track_running_stats(), factor,
-                             options.eps(), at::globalContext().userEnabledCuDNN());
+                             is_training() || !options.track_running_stats(), factor, options.eps(),
+                             at::globalContext().userEnabledCuDNN());
   }
 
   struct Entry {
@@ -277,7 +280,8 @@ class SyncBatchNormImpl : public torch::nn::Cloneable<SyncBatchNormImpl> {
     const int64_t position = num_batches_tracked.item<int64_t>() - tape_base_;
     TORCH_CHECK(position >= 0 && position <= static_cast<int64_t>(tape_.size()),
                 "anode::SyncBatchNorm: num_batches_tracked moved outside the recorded calls (",
-                "position ", position, ", ", tape_.size(), " recorded); call "
+                "position ", position, ", ", tape_.size(),
+                " recorded); call "
                 "anode::reset_sync_batchnorm(module) before each training iteration and do not "
                 "load buffers in the middle of one");
     auto local = detail::local_batch_stats(input);
@@ -305,8 +309,8 @@ class SyncBatchNormImpl : public torch::nn::Cloneable<SyncBatchNormImpl> {
       const double m = options.momentum().has_value() ? options.momentum().value()
                                                       : 1.0 / num_batches_tracked.item<double>();
       running_mean.mul_(1 - m).add_(e.mean.to(running_mean.scalar_type()), m);
-      running_var.mul_(1 - m).add_((e.var * (e.count / (e.count - 1))).to(running_var.scalar_type()),
-                                   m);
+      running_var.mul_(1 - m).add_(
+          (e.var * (e.count / (e.count - 1))).to(running_var.scalar_type()), m);
     }
     return detail::SyncBatchNormFunction::apply(
         input, weight, bias, mean, invstd, e.count,

@@ -87,9 +87,11 @@ class RhsImpl : public torch::nn::Cloneable<RhsImpl> {
  public:
   explicit RhsImpl(int64_t c) : c_(c) { reset(); }
   void reset() override {
-    conv1 = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(c_, c_, 3).padding(1).bias(false)));
+    conv1 = register_module(
+        "conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(c_, c_, 3).padding(1).bias(false)));
     bn1 = register_module("bn1", anode::SyncBatchNorm(c_));
-    conv2 = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(c_, c_, 3).padding(1).bias(false)));
+    conv2 = register_module(
+        "conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(c_, c_, 3).padding(1).bias(false)));
     bn2 = register_module("bn2", anode::SyncBatchNorm(c_));
   }
   torch::Tensor forward(torch::Tensor z) {
@@ -108,7 +110,8 @@ class NetImpl : public torch::nn::Cloneable<NetImpl> {
  public:
   explicit NetImpl(anode::ODEBlockOptions ode) : ode_(std::move(ode)) { reset(); }
   void reset() override {
-    stem = register_module("stem", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 4, 3).padding(1).bias(false)));
+    stem = register_module(
+        "stem", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 4, 3).padding(1).bias(false)));
     bn = register_module("bn", anode::SyncBatchNorm(4));
     block = register_module("block", anode::ODEBlock<RhsImpl>(Rhs(4), ode_));
     fc = register_module("fc", torch::nn::Linear(4, 3));
@@ -153,7 +156,8 @@ Data shard(const Data& d, int64_t r, int64_t world) {
 
 std::vector<torch::Tensor> grads_of(torch::nn::Module& m) {
   std::vector<torch::Tensor> out;
-  for (const auto& p : m.parameters()) out.push_back(p.grad().defined() ? p.grad().clone() : p.grad());
+  for (const auto& p : m.parameters())
+    out.push_back(p.grad().defined() ? p.grad().clone() : p.grad());
   return out;
 }
 std::vector<torch::Tensor> copies(const std::vector<torch::Tensor>& ts) {
@@ -183,8 +187,8 @@ TEST_P(ExactGradients, TwoRanksEqualOneProcessWithTwiceTheBatch) {
   for (int64_t s = 0; s < steps; ++s) {
     auto idx = torch::arange(s * world * b, (s + 1) * world * b, torch::kLong);
     ref_opt.zero_grad();
-    auto loss = torch::nn::functional::cross_entropy(reference->forward(data.x.index_select(0, idx)),
-                                                     data.y.index_select(0, idx));
+    auto loss = torch::nn::functional::cross_entropy(
+        reference->forward(data.x.index_select(0, idx)), data.y.index_select(0, idx));
     loss.backward();
     ref_grads.push_back(grads_of(*reference));
     ref_opt.step();
@@ -235,7 +239,8 @@ TEST_P(ExactGradients, TwoRanksEqualOneProcessWithTwiceTheBatch) {
     ASSERT_EQ(g0.size(), gr.size());
     for (std::size_t i = 0; i < gr.size(); ++i) {
       ASSERT_TRUE(g0[i].defined() && g1[i].defined()) << mode << " step " << s << " param " << i;
-      EXPECT_TRUE(torch::equal(g0[i], g1[i])) << mode << ": ranks differ, step " << s << " param " << i;
+      EXPECT_TRUE(torch::equal(g0[i], g1[i]))
+          << mode << ": ranks differ, step " << s << " param " << i;
       EXPECT_LE(rel_err(g0[i], gr[i]), 1e-10) << mode << " step " << s << " param " << i;
     }
     const auto& p0 = rank_params[0][static_cast<std::size_t>(s)];
@@ -268,7 +273,8 @@ TEST_F(Distributed, OverlapOffGivesTheSameGradients) {
   Net net(ode_for("anode"));
   net->to(torch::kDouble);
   const auto data = make_data(8);
-  std::vector<std::vector<std::vector<torch::Tensor>>> got(2, std::vector<std::vector<torch::Tensor>>(2));
+  std::vector<std::vector<std::vector<torch::Tensor>>> got(
+      2, std::vector<std::vector<torch::Tensor>>(2));
   std::mutex mutex;
   for (int overlap = 0; overlap < 2; ++overlap) {
     std::vector<Net> replicas{std::dynamic_pointer_cast<NetImpl>(net->clone()),
@@ -434,22 +440,24 @@ std::string error_of(const std::function<void()>& f) {
 TEST_F(Distributed, BadEnvironmentsFailFast) {
   const auto t0 = std::chrono::steady_clock::now();
   {
-    ScopedEnv env({{"RANK", "2"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"},
+    ScopedEnv env({{"RANK", "2"},
+                   {"WORLD_SIZE", "2"},
+                   {"MASTER_ADDR", "127.0.0.1"},
                    {"MASTER_PORT", "29500"}});
-    EXPECT_NE(error_of([] { anode::dist::Environment::from_env(); })
-                  .find("RANK must be in [0, WORLD_SIZE = 2), got 2"),
+    EXPECT_NE(error_of([] {
+                anode::dist::Environment::from_env();
+              }).find("RANK must be in [0, WORLD_SIZE = 2), got 2"),
               std::string::npos);
   }
   {
-    ScopedEnv env({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", nullptr},
-                   {"MASTER_PORT", "29500"}});
+    ScopedEnv env(
+        {{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", nullptr}, {"MASTER_PORT", "29500"}});
     EXPECT_NE(error_of([] { anode::dist::Environment::from_env(); }).find("MASTER_ADDR is not set"),
               std::string::npos);
   }
   {
     ScopedEnv env({{"RANK", "0"}, {"WORLD_SIZE", nullptr}});
-    EXPECT_NE(error_of([] { anode::dist::Environment::from_env(); })
-                  .find("WORLD_SIZE is not set"),
+    EXPECT_NE(error_of([] { anode::dist::Environment::from_env(); }).find("WORLD_SIZE is not set"),
               std::string::npos);
   }
   {
@@ -458,7 +466,9 @@ TEST_F(Distributed, BadEnvironmentsFailFast) {
               std::string::npos);
   }
   {
-    ScopedEnv env({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"},
+    ScopedEnv env({{"RANK", "0"},
+                   {"WORLD_SIZE", "2"},
+                   {"MASTER_ADDR", "127.0.0.1"},
                    {"MASTER_PORT", "70000"}});
     EXPECT_NE(error_of([] { anode::dist::Environment::from_env(); }).find("MASTER_PORT must be"),
               std::string::npos);
@@ -485,11 +495,13 @@ TEST_F(Distributed, BadEnvironmentsFailFast) {
   EXPECT_NE(busy.find("cannot serve the rendezvous store"), std::string::npos) << busy;
   // Unknown backend, NCCL on CPU.
   EXPECT_NE(error_of([] {
-              anode::dist::init_process_group(env_of(0, 1, 1), anode::dist::GroupOptions().backend("mpi"));
+              anode::dist::init_process_group(env_of(0, 1, 1),
+                                              anode::dist::GroupOptions().backend("mpi"));
             }).find("unknown backend 'mpi'"),
             std::string::npos);
   EXPECT_NE(error_of([] {
-              anode::dist::init_process_group(env_of(0, 1, 1), anode::dist::GroupOptions().backend("nccl"));
+              anode::dist::init_process_group(env_of(0, 1, 1),
+                                              anode::dist::GroupOptions().backend("nccl"));
             }).find("needs a CUDA device"),
             std::string::npos);
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 20.0);
@@ -502,22 +514,22 @@ TEST(DistributedWorker, Role) {
   const char* role = std::getenv("ANODE_TEST_DIST_ROLE");
   if (role == nullptr) GTEST_SKIP() << "run by KilledRankMakesTheOtherExitWithAnError";
   try {
-  auto group = anode::dist::init_from_env(anode::dist::GroupOptions().timeout(20s));
-  torch::manual_seed(0);
-  Net model(ode_for("anode"));
-  model->to(torch::kDouble);
-  anode::dist::convert_sync_batchnorm(*model, group);
-  anode::dist::DataParallel dp(model, group);
-  const auto data = make_data(8);
-  for (int step = 0; step < 50; ++step) {
-    if (group->rank() == 1 && step == 2) ::raise(SIGKILL);
-    dp.prepare();
-    torch::nn::functional::cross_entropy(model->forward(data.x), data.y).backward();
-    dp.synchronize();
-  }
-  // Rank 0 must not get here.
-  std::cerr << "worker " << group->rank() << ": finished without error\n";
-  std::_Exit(0);
+    auto group = anode::dist::init_from_env(anode::dist::GroupOptions().timeout(20s));
+    torch::manual_seed(0);
+    Net model(ode_for("anode"));
+    model->to(torch::kDouble);
+    anode::dist::convert_sync_batchnorm(*model, group);
+    anode::dist::DataParallel dp(model, group);
+    const auto data = make_data(8);
+    for (int step = 0; step < 50; ++step) {
+      if (group->rank() == 1 && step == 2) ::raise(SIGKILL);
+      dp.prepare();
+      torch::nn::functional::cross_entropy(model->forward(data.x), data.y).backward();
+      dp.synchronize();
+    }
+    // Rank 0 must not get here.
+    std::cerr << "worker " << group->rank() << ": finished without error\n";
+    std::_Exit(0);
   } catch (const c10::Error& e) {
     // As a program does: the message, a non-zero exit (no destructors waiting on dead peers).
     std::cerr << e.what_without_backtrace() << "\n";
@@ -601,7 +613,8 @@ TEST(SyncBatchNormLocal, EqualsTorchBatchNorm) {
   EXPECT_TRUE(torch::equal(ours->running_mean, theirs->running_mean));
   EXPECT_TRUE(torch::equal(ours->running_var, theirs->running_var));
   EXPECT_TRUE(torch::equal(ours->num_batches_tracked, theirs->num_batches_tracked));
-  const auto names = ours->named_parameters().keys(), theirs_names = theirs->named_parameters().keys();
+  const auto names = ours->named_parameters().keys(),
+             theirs_names = theirs->named_parameters().keys();
   EXPECT_EQ(names, theirs_names);
   EXPECT_EQ(ours->named_buffers().keys(), theirs->named_buffers().keys());
   ours->eval();

@@ -322,13 +322,15 @@ TEST(CifarSampler, RanksShareEachGlobalBatch) {
     std::vector<std::vector<cifar::BatchRequest>> ranks(static_cast<std::size_t>(world));
     for (int64_t r = 0; r < world; ++r) {
       cifar::EpochSampler s(n, true, 9, 2, 0, r, world);
-      while (auto q = s.next(static_cast<std::size_t>(b))) ranks[static_cast<std::size_t>(r)].push_back(*q);
+      while (auto q = s.next(static_cast<std::size_t>(b)))
+        ranks[static_cast<std::size_t>(r)].push_back(*q);
     }
     for (std::size_t k = 0; k < global.size(); ++k) {
       const auto& g = global[k].indices;
       for (int64_t r = 0; r < world; ++r) {
         std::vector<int64_t> expect;
-        for (std::size_t i = static_cast<std::size_t>(r); i < g.size(); i += static_cast<std::size_t>(world))
+        for (std::size_t i = static_cast<std::size_t>(r); i < g.size();
+             i += static_cast<std::size_t>(world))
           expect.push_back(g[i]);
         const auto& mine = ranks[static_cast<std::size_t>(r)];
         if (expect.empty()) {
@@ -362,7 +364,8 @@ TEST_F(CifarDatasetTest, AugmentationIsPerImage) {
   auto next_epoch = ds.get_batch({4, 0, {1, 2, 3, 4, 5, 6}});
   EXPECT_FALSE(torch::equal(next_epoch.data, all.data));
   // Random at all: not the plain normalised images.
-  cifar::CifarDataset plain(split, cifar::AugmentOptions(cifar::channel_stats(Kind::Cifar10)).random(false));
+  cifar::CifarDataset plain(
+      split, cifar::AugmentOptions(cifar::channel_stats(Kind::Cifar10)).random(false));
   EXPECT_FALSE(torch::equal(plain.get_batch({3, 0, {1, 2, 3, 4, 5, 6}}).data, all.data));
 }
 

@@ -30,8 +30,8 @@ std::string slurp(const std::filesystem::path& p) {
 class CifarDistributed : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir = std::filesystem::temp_directory_path() /
-          ("anode_cifar_dist_" + std::to_string(::getpid()));
+    dir =
+        std::filesystem::temp_directory_path() / ("anode_cifar_dist_" + std::to_string(::getpid()));
     anode_test::remove_tree(dir);
     cifar::write_synthetic(dir / "data", cifar::Kind::Cifar10, 40, 12, 5);
   }
@@ -82,8 +82,8 @@ TEST_F(CifarDistributed, TwoRanksEqualOneProcessWithTwiceTheBatch) {
       "--threads 1 --workers 0 --no-progress --log-steps --dist-timeout 60";
   std::string one, two;
   ASSERT_EQ(run("", common + " --batch-size 12", "one", &one), 0) << one;
-  ASSERT_EQ(run("", common + " --batch-size 6 --nproc-per-node 2 --bucket-cap-mb 0.01", "two", &two),
-            0)
+  ASSERT_EQ(
+      run("", common + " --batch-size 6 --nproc-per-node 2 --bucket-cap-mb 0.01", "two", &two), 0)
       << two;
   EXPECT_NE(two.find("2 ranks x batch 6 (gloo, SyncBatchNorm"), std::string::npos) << two;
   const auto a = step_losses(one), b = step_losses(two);
