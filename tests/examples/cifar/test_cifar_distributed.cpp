@@ -8,12 +8,18 @@
 
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #if defined(ANODE_WITH_DISTRIBUTED) && defined(ANODE_CIFAR_EXE)
@@ -111,6 +117,61 @@ TEST_F(CifarDistributed, BadEnvironmentIsAnErrorAtStart) {
   // The last global batch must give every rank an image.
   EXPECT_NE(run("", "--limit 27 --batch-size 13 --nproc-per-node 2 --epochs 1", "tail", &out), 0);
   EXPECT_NE(out.find("fewer than the 2 ranks"), std::string::npos) << out;
+}
+
+// A rank killed mid-run: the other fails on its next collective, naming it; the launcher exits
+// non-zero (well within --dist-timeout here: Gloo sees the closed connection) and leaves nothing
+// running.
+TEST_F(CifarDistributed, KilledRankFailsTheRun) {
+  const auto log = dir / "killed.txt";
+  const pid_t launcher = ::fork();
+  ASSERT_GE(launcher, 0);
+  if (launcher == 0) {
+    std::FILE* f = std::freopen(log.c_str(), "w", stdout);
+    (void)f;
+    ::dup2(::fileno(stdout), 2);
+    const std::string data = (dir / "data").string(), out = (dir / "killed").string();
+    ::execl(ANODE_CIFAR_EXE, "anode-cifar", "--data", data.c_str(), "--out", out.c_str(),
+            "--network", "resnet", "--width", "0.0625", "--epochs", "50", "--batch-size", "4",
+            "--nproc-per-node", "2", "--threads", "1", "--workers", "0", "--no-progress",
+            "--log-steps", "--dist-timeout", "30", static_cast<char*>(nullptr));
+    std::_Exit(127);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto since = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  // Rank 1 is the launcher's second child; kill it once training runs.
+  pid_t victim = -1;
+  while (since() < 60 && victim < 0) {
+    if (slurp(log).find("epoch 1 step 1 ") != std::string::npos) {
+      std::ifstream children("/proc/" + std::to_string(launcher) + "/task/" +
+                             std::to_string(launcher) + "/children");
+      pid_t a = -1, b = -1;
+      children >> a >> b;
+      victim = b;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_GT(victim, 0) << slurp(log);
+  ::kill(victim, SIGKILL);
+  int status = 0;
+  bool done = false;
+  while (since() < 120 && !done) {
+    done = ::waitpid(launcher, &status, WNOHANG) == launcher;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!done) {
+    ::kill(launcher, SIGKILL);  // its children die with it (PR_SET_PDEATHSIG)
+    ::waitpid(launcher, &status, 0);
+  }
+  const std::string out = slurp(log);
+  ASSERT_TRUE(done) << "the launcher hung after rank 1 was killed:\n" << out;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << out;
+  EXPECT_NE(out.find("rank 1 was killed by signal 9"), std::string::npos) << out;
+  EXPECT_NE(out.find("anode-cifar: rank 0: anode::dist: rank 0 of 2: collective '"),
+            std::string::npos)
+      << out;
 }
 
 }  // namespace
