@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what anode needs to build, test and run its examples on Debian 12 (bookworm):
-# a C++17 compiler, CMake, LibTorch (Debian's libtorch-dev), GoogleTest's sources, CLI11, and the
-# Python tools used by the CIFAR data converter and the benchmark report. Safe to re-run: packages that
-# are already installed are skipped. Needs root (or sudo) only when something is missing.
+# a C++17 compiler, CMake, LibTorch (Debian's libtorch-dev), GoogleTest's sources, CLI11, Gloo's
+# headers, and the Python tools used by the CIFAR data converter and the benchmark report. Safe to
+# re-run: packages that are already installed are skipped. Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
 # libcli11-dev: the command-line parser of the examples and benchmark programs (header-only).
-packages=(g++ make cmake libtorch-dev googletest libgtest-dev libcli11-dev)
+# libgloo-dev: Gloo's headers, which c10d's ProcessGroupGloo.hpp includes (data parallelism,
+# anode/distributed.hpp; without them it is configured off).
+packages=(g++ make cmake libtorch-dev googletest libgtest-dev libcli11-dev libgloo-dev)
 # clang-format-14: the version the lint test judges formatting with (scripts/check_format.sh).
 # Optional: distributions without it (Debian 13) skip the lint, with a message.
 optional=(clang-format-14)

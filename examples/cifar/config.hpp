@@ -66,6 +66,16 @@ struct Config {
   int64_t gap_batches = 4;         ///< --gap-batches N
   bool progress = true;            ///< --no-progress turns the progress bar off
   bool help = false;               ///< --help
+  bool augment = true;             ///< --no-augment turns random crop and flip off
+  // Data parallelism (needs anode built with c10d, ANODE_WITH_DISTRIBUTED).
+  int64_t nproc_per_node = 1;  ///< --nproc-per-node N (start N local ranks)
+  bool sync_bn = false;        ///< --sync-bn (BatchNorm statistics over all ranks)
+  double dist_timeout = 300;   ///< --dist-timeout S (seconds a rendezvous or collective may wait)
+  std::string backend;         ///< --backend gloo|nccl (empty: by device)
+  bool float64 = false;        ///< --float64 (weights and images in double: exactness checks)
+  double bucket_cap_mb = 25;   ///< --bucket-cap-mb X (gradient all-reduce bucket size)
+  bool log_steps = false;      ///< --log-steps (every step's loss, full precision, on stdout)
+  int64_t world_size = 1;      ///< not an option: the ranks of this run (main sets it)
 
   /// The model this configuration describes, for a dataset of `num_classes` classes.
   ModelSpec model_spec() const {
@@ -130,6 +140,10 @@ inline void add_options(CLI::App& app, Config& c) {
       ->transform(IntegerAtLeast(0));
   app.add_option("--workers", c.workers, "data-loading threads (0: on the main thread)")
       ->transform(IntegerAtLeast(0));
+  app.add_flag_function(
+         "--no-augment", [&c](int64_t) { c.augment = false; },
+         "no random crop or flip (otherwise drawn per image from seed, epoch and image)")
+      ->check(NoValue());
 
   app.option_defaults()->group("model");
   app.add_option("--network", c.network,
@@ -221,6 +235,28 @@ inline void add_options(CLI::App& app, Config& c) {
                "images and convolution weights in channels-last (NHWC) order (LibTorch >= 2.0)")
       ->check(NoValue());
 
+  app.option_defaults()->group("data parallel (see docs/cifar.md)");
+  app.add_option("--nproc-per-node", c.nproc_per_node,
+                 "start N ranks on this machine (or launch the program N times with RANK, "
+                 "WORLD_SIZE, MASTER_ADDR, MASTER_PORT set, as torchrun does); --batch-size is "
+                 "per rank")
+      ->transform(IntegerAtLeast(1));
+  app.add_flag("--sync-bn", c.sync_bn, "BatchNorm statistics over the batches of all ranks")
+      ->check(NoValue());
+  app.add_flag("--float64", c.float64,
+               "train in double precision (to compare runs to round-off, e.g. 2 ranks x batch b "
+               "with one process x batch 2b)")
+      ->check(NoValue());
+  app.add_option("--bucket-cap-mb", c.bucket_cap_mb,
+                 "largest gradient bucket (MiB); smaller buckets start all-reducing earlier in "
+                 "backward")
+      ->check(CLI::Range(0.001, 1024.0));
+  app.add_option("--dist-timeout", c.dist_timeout,
+                 "seconds the rendezvous or a collective may wait for the other ranks")
+      ->check(CLI::Range(1.0, 86400.0));
+  app.add_option("--backend", c.backend, "gloo | nccl (default: nccl on CUDA, else gloo)")
+      ->check(CLI::IsMember({"gloo", "nccl"}));
+
   app.option_defaults()->group("output");
   app.add_option("--out", c.out, "log.csv and checkpoint.pt go here")
       ->type_name("DIR")
@@ -239,6 +275,9 @@ inline void add_options(CLI::App& app, Config& c) {
       ->transform(IntegerAtLeast(1));
   app.add_flag_function(
          "--no-progress", [&c](int64_t) { c.progress = false; }, "no progress bar")
+      ->check(NoValue());
+  app.add_flag("--log-steps", c.log_steps,
+               "print every training step's loss (the global batch's) with 10 digits")
       ->check(NoValue());
 }
 

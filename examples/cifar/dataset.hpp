@@ -41,9 +41,9 @@ class CifarDataset
                                   {static_cast<int64_t>(request.indices.size())}, torch::kLong);
     auto images = split_.images.index_select(0, index);
     auto labels = split_.labels.index_select(0, index);
-    auto gen = make_generator(seed_, static_cast<uint64_t>(request.epoch),
-                              static_cast<uint64_t>(request.batch));
-    return {augment_batch(images, augment_, gen), labels};
+    return {augment_batch(images, augment_, request.indices, seed_,
+                          static_cast<uint64_t>(request.epoch)),
+            labels};
   }
 
   torch::optional<std::size_t> size() const override {
@@ -60,13 +60,26 @@ class CifarDataset
 
 /// Yields one epoch's batches: a permutation drawn from (seed, epoch) when `shuffle`, else the
 /// natural order, starting at batch `start_batch` (resuming mid-epoch). Every batch but the last
-/// has the loader's batch size.
+/// has the loader's batch size. With `world` > 1 ranks, global batch k is positions
+/// [k W b, (k + 1) W b) of the order (b: the loader's batch size) and rank `rank` takes every W-th
+/// of them from its own position on: W ranks see, step for step, the batches of one process
+/// with batch W b (torch's DistributedSampler takes every W-th of the whole order, the same
+/// images for every full batch). A rank whose share of the last batch is empty gets no batch.
 class EpochSampler : public torch::data::samplers::Sampler<BatchRequest> {
  public:
-  EpochSampler(int64_t size, bool shuffle, uint64_t seed, int64_t epoch, int64_t start_batch = 0)
-      : size_(size), shuffle_(shuffle), seed_(seed), epoch_(epoch), start_batch_(start_batch) {
+  EpochSampler(int64_t size, bool shuffle, uint64_t seed, int64_t epoch, int64_t start_batch = 0,
+               int64_t rank = 0, int64_t world = 1)
+      : size_(size),
+        shuffle_(shuffle),
+        seed_(seed),
+        epoch_(epoch),
+        start_batch_(start_batch),
+        rank_(rank),
+        world_(world) {
     TORCH_CHECK(size >= 0 && start_batch >= 0, "cifar: EpochSampler: bad size ", size,
                 " or start batch ", start_batch);
+    TORCH_CHECK(world >= 1 && rank >= 0 && rank < world, "cifar: EpochSampler: bad rank ", rank,
+                " of ", world);
     if (shuffle_) {
       // A distinct stream from the augmentation's (which mixes in the batch number too).
       auto gen = make_generator(seed_ ^ 0x5EEDULL, static_cast<uint64_t>(epoch_), ~0ULL);
@@ -87,15 +100,17 @@ class EpochSampler : public torch::data::samplers::Sampler<BatchRequest> {
   }
 
   torch::optional<BatchRequest> next(std::size_t batch_size) override {
-    const auto bs = static_cast<int64_t>(batch_size);
+    const auto bs = static_cast<int64_t>(batch_size) * world_;  // the global batch
     if (position_ < 0) position_ = std::min(size_, start_batch_ * bs);
     if (position_ >= size_) return torch::nullopt;
     const int64_t n = std::min(bs, size_ - position_);
     BatchRequest r;
     r.epoch = epoch_;
     r.batch = batch_++;
-    r.indices.assign(order_.begin() + position_, order_.begin() + position_ + n);
+    for (int64_t i = rank_; i < n; i += world_)
+      r.indices.push_back(order_[static_cast<std::size_t>(position_ + i)]);
     position_ += n;
+    if (r.indices.empty()) return torch::nullopt;
     return r;
   }
 
@@ -109,6 +124,7 @@ class EpochSampler : public torch::data::samplers::Sampler<BatchRequest> {
   uint64_t seed_;
   int64_t epoch_;
   int64_t start_batch_;
+  int64_t rank_, world_;
   std::vector<int64_t> order_;
   int64_t batch_ = 0;
   int64_t position_ = -1;

@@ -13,13 +13,13 @@
 
 #include <anode/ode_block.hpp>
 
-#include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/pooling.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
+#include <anode/sync_batchnorm.hpp>
 
 #include <cstdint>
 #include <functional>
@@ -55,7 +55,7 @@ inline void append_conv_bn_relu(torch::nn::Sequential& seq, int64_t in, int64_t 
                                 int64_t stride = 1) {
   seq->push_back(torch::nn::Conv2d(
       torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2).bias(false)));
-  seq->push_back(torch::nn::BatchNorm2d(out));
+  seq->push_back(anode::SyncBatchNorm(out));
   seq->push_back(torch::nn::Functional(relu_fn()));
 }
 

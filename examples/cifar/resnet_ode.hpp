@@ -9,12 +9,12 @@
 
 #include <anode/ode_block.hpp>
 
-#include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
+#include <anode/sync_batchnorm.hpp>
 
 #include <ostream>
 #include <string>
@@ -35,15 +35,15 @@ class ResNetBasicBlockImpl : public torch::nn::Module {
  public:
   ResNetBasicBlockImpl(int64_t in, int64_t planes, int64_t stride)
       : conv1(register_module("conv1", detail::conv3x3(in, planes, stride))),
-        bn1(register_module("bn1", torch::nn::BatchNorm2d(planes))),
+        bn1(register_module("bn1", anode::SyncBatchNorm(planes))),
         conv2(register_module("conv2", detail::conv3x3(planes, planes))),
-        bn2(register_module("bn2", torch::nn::BatchNorm2d(planes))) {
+        bn2(register_module("bn2", anode::SyncBatchNorm(planes))) {
     if (stride != 1 || in != planes) {
       shortcut = register_module(
           "shortcut",
           torch::nn::Sequential(
               torch::nn::Conv2d(torch::nn::Conv2dOptions(in, planes, 1).stride(stride).bias(false)),
-              torch::nn::BatchNorm2d(planes)));
+              anode::SyncBatchNorm(planes)));
     }
   }
 
@@ -55,9 +55,9 @@ class ResNetBasicBlockImpl : public torch::nn::Module {
   }
 
   torch::nn::Conv2d conv1;
-  torch::nn::BatchNorm2d bn1;
+  anode::SyncBatchNorm bn1;
   torch::nn::Conv2d conv2;
-  torch::nn::BatchNorm2d bn2;
+  anode::SyncBatchNorm bn2;
   torch::nn::Sequential shortcut{nullptr};
 };
 TORCH_MODULE(ResNetBasicBlock);
@@ -71,9 +71,9 @@ class ResNetRHSImpl : public torch::nn::Cloneable<ResNetRHSImpl> {
 
   void reset() override {
     conv1 = register_module("conv1", detail::conv3x3(dim_, dim_));
-    bn1 = register_module("bn1", torch::nn::BatchNorm2d(dim_));
+    bn1 = register_module("bn1", anode::SyncBatchNorm(dim_));
     conv2 = register_module("conv2", detail::conv3x3(dim_, dim_));
-    bn2 = register_module("bn2", torch::nn::BatchNorm2d(dim_));
+    bn2 = register_module("bn2", anode::SyncBatchNorm(dim_));
   }
 
   torch::Tensor forward(torch::Tensor z) {
@@ -85,9 +85,9 @@ class ResNetRHSImpl : public torch::nn::Cloneable<ResNetRHSImpl> {
   }
 
   torch::nn::Conv2d conv1{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr};
+  anode::SyncBatchNorm bn1{nullptr};
   torch::nn::Conv2d conv2{nullptr};
-  torch::nn::BatchNorm2d bn2{nullptr};
+  anode::SyncBatchNorm bn2{nullptr};
 
  private:
   int64_t dim_;
@@ -126,7 +126,7 @@ class ResNetODEImpl : public ClassifierImpl {
     const double w = options_.width();
     int64_t in = scaled(64, w);
     conv1 = register_module("conv1", detail::conv3x3(3, in));
-    bn1 = register_module("bn1", torch::nn::BatchNorm2d(in));
+    bn1 = register_module("bn1", anode::SyncBatchNorm(in));
     const int64_t planes[4] = {64, 128, 256, 512};
     for (int s = 0; s < 4; ++s) {
       const int64_t out = scaled(planes[s], w);
@@ -162,7 +162,7 @@ class ResNetODEImpl : public ClassifierImpl {
   }
 
   torch::nn::Conv2d conv1{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr};
+  anode::SyncBatchNorm bn1{nullptr};
   torch::nn::Linear linear{nullptr};
 
  private:

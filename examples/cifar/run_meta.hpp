@@ -40,15 +40,20 @@ inline Meta run_meta(const Config& c) {
           {"seed", std::to_string(c.seed)},
           {"limit", std::to_string(c.limit)},
           {"amp", to_string(c.amp)},
-          {"epochs", std::to_string(c.epochs)}};
+          {"epochs", std::to_string(c.epochs)},
+          {"augment", c.augment ? "1" : "0"},
+          {"world-size", std::to_string(c.world_size)},
+          {"sync-bn", c.sync_bn ? "1" : "0"},
+          {"float64", c.float64 ? "1" : "0"}};
 }
 
 /// Settings a resumed run must share with the checkpoint (--epochs, --device, --threads and
 /// --workers may change; a different --epochs changes the schedule's milestones).
 inline const std::vector<std::string>& resume_keys() {
   static const std::vector<std::string> keys{
-      "network",    "dataset", "width",    "blocks", "method", "nt",    "gradient", "checkpoints",
-      "batch-size", "lr",      "momentum", "wd",     "seed",   "limit", "schedule", "amp"};
+      "network",     "dataset",    "width",      "blocks",   "method", "nt",   "gradient",
+      "checkpoints", "batch-size", "lr",         "momentum", "wd",     "seed", "limit",
+      "schedule",    "amp",        "augment",    "world-size", "sync-bn",  "float64"};
   return keys;
 }
 
@@ -57,12 +62,16 @@ inline const std::vector<std::string>& resume_keys() {
 inline void check_resumable(const Meta& saved, const Meta& now, const std::string& file) {
   for (const auto& k : resume_keys()) {
     const auto it = saved.find(k);
-    // Checkpoints from before --schedule and --amp existed were all trained with the step
-    // schedule in fp32.
-    const std::string was = it != saved.end() ? it->second
-                            : k == "schedule" ? "step"
-                            : k == "amp"      ? "off"
-                                              : "?";
+    // Checkpoints from before --schedule existed were all trained with the step schedule, those
+    // from before --amp in fp32, those from before data parallelism in one process, augmented,
+    // without --sync-bn.
+    const std::string was = it != saved.end()                  ? it->second
+                            : k == "schedule"                  ? "step"
+                            : k == "amp"                       ? "off"
+                            : k == "augment"                   ? "1"
+                            : k == "world-size"                ? "1"
+                            : k == "sync-bn" || k == "float64" ? "0"
+                                                               : "?";
     TORCH_CHECK(was == now.at(k), "cifar: --resume: checkpoint '", file, "' was written with --", k,
                 " ", was, ", but this run has --", k, " ", now.at(k),
                 "; use the same settings or another --out");

@@ -15,12 +15,12 @@
 #include <anode/ode_block.hpp>
 
 #include <torch/nn/init.h>
-#include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
+#include <anode/sync_batchnorm.hpp>
 
 #include <cmath>
 #include <ostream>
@@ -70,7 +70,7 @@ struct SqnxtBottleneck {
       const std::string k = std::to_string(i + 1);
       convs[i] = owner.register_module(
           "conv" + k, conv(chans[i], chans[i + 1], kernels[i], i == 0 ? stride : 1, pads[i]));
-      bns[i] = owner.register_module("bn" + k, torch::nn::BatchNorm2d(chans[i + 1]));
+      bns[i] = owner.register_module("bn" + k, anode::SyncBatchNorm(chans[i + 1]));
     }
   }
   torch::Tensor forward(torch::Tensor x) {
@@ -78,7 +78,7 @@ struct SqnxtBottleneck {
     return x;
   }
   torch::nn::Conv2d convs[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
-  torch::nn::BatchNorm2d bns[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
+  anode::SyncBatchNorm bns[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
 };
 
 }  // namespace detail
@@ -92,7 +92,7 @@ class SqnxtBlockImpl : public torch::nn::Module {
     if (stride == 2 || in != out) {
       shortcut = register_module(
           "shortcut",
-          torch::nn::Sequential(detail::conv(in, out, 1, stride, 0), torch::nn::BatchNorm2d(out)));
+          torch::nn::Sequential(detail::conv(in, out, 1, stride, 0), anode::SyncBatchNorm(out)));
     }
   }
   torch::Tensor forward(torch::Tensor x) {
@@ -154,7 +154,7 @@ class SqNxtODEImpl : public ClassifierImpl {
     // `in` is the official code's unscaled self.in_channels; every width is ch(.) of it.
     int64_t in = 64;
     conv1 = register_module("conv1", detail::conv(3, ch(in), 3, 1, 1));
-    bn1 = register_module("bn1", torch::nn::BatchNorm2d(ch(in)));
+    bn1 = register_module("bn1", anode::SyncBatchNorm(ch(in)));
     const int64_t widths[4] = {32, 64, 128, 256};
     for (int s = 0; s < 4; ++s) {
       const std::string name = "stage" + std::to_string(s + 1);
@@ -171,7 +171,7 @@ class SqNxtODEImpl : public ClassifierImpl {
       stages_.push_back(register_module(name + "_2", odes));
     }
     conv2 = register_module("conv2", detail::conv(ch(in), ch(128), 1, 1, 0));
-    bn2 = register_module("bn2", torch::nn::BatchNorm2d(ch(128)));
+    bn2 = register_module("bn2", anode::SyncBatchNorm(ch(128)));
     linear = register_module("linear", torch::nn::Linear(ch(128), options_.num_classes()));
     init_like_official();
   }
@@ -192,7 +192,7 @@ class SqNxtODEImpl : public ClassifierImpl {
   }
 
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
-  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+  anode::SyncBatchNorm bn1{nullptr}, bn2{nullptr};
   torch::nn::Linear linear{nullptr};
 
  private:

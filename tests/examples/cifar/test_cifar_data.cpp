@@ -311,6 +311,64 @@ TEST(CifarSampler, StartBatchContinuesTheSameOrder) {
   EXPECT_EQ(tail.next(8)->batch, 2);
 }
 
+// Data parallel: W ranks x batch b see, step for step, one process's batches of W b images, rank
+// r every W-th of them from position r (torch's DistributedSampler's share of a full batch).
+TEST(CifarSampler, RanksShareEachGlobalBatch) {
+  const int64_t n = 45, b = 4;
+  for (int64_t world : {2, 3}) {
+    cifar::EpochSampler one(n, true, 9, 2);
+    std::vector<cifar::BatchRequest> global;
+    while (auto r = one.next(static_cast<std::size_t>(b * world))) global.push_back(*r);
+    std::vector<std::vector<cifar::BatchRequest>> ranks(static_cast<std::size_t>(world));
+    for (int64_t r = 0; r < world; ++r) {
+      cifar::EpochSampler s(n, true, 9, 2, 0, r, world);
+      while (auto q = s.next(static_cast<std::size_t>(b)))
+        ranks[static_cast<std::size_t>(r)].push_back(*q);
+    }
+    for (std::size_t k = 0; k < global.size(); ++k) {
+      const auto& g = global[k].indices;
+      for (int64_t r = 0; r < world; ++r) {
+        std::vector<int64_t> expect;
+        for (std::size_t i = static_cast<std::size_t>(r); i < g.size();
+             i += static_cast<std::size_t>(world))
+          expect.push_back(g[i]);
+        const auto& mine = ranks[static_cast<std::size_t>(r)];
+        if (expect.empty()) {
+          EXPECT_LE(mine.size(), k) << "rank " << r << " got a batch with no images";
+          continue;
+        }
+        ASSERT_LT(k, mine.size()) << "world " << world << " rank " << r;
+        EXPECT_EQ(mine[k].indices, expect) << "world " << world << " rank " << r << " batch " << k;
+        EXPECT_EQ(mine[k].batch, static_cast<int64_t>(k));
+      }
+    }
+  }
+  // Resuming at a global batch: the same shares.
+  cifar::EpochSampler from0(n, true, 9, 2, 0, 1, 2), from2(n, true, 9, 2, 2, 1, 2);
+  from0.next(4);
+  from0.next(4);
+  EXPECT_EQ(from0.next(4)->indices, from2.next(4)->indices);
+}
+
+// Augmentation depends on (seed, epoch, image) only: an image is cropped and flipped alike in any
+// batch, so the number of ranks does not change what a run sees.
+TEST_F(CifarDatasetTest, AugmentationIsPerImage) {
+  cifar::write_synthetic(dir, Kind::Cifar10, 20, 5);
+  auto split = cifar::load_split(dir.string(), Kind::Cifar10, true);
+  cifar::CifarDataset ds(split, cifar::AugmentOptions(cifar::channel_stats(Kind::Cifar10)), 5);
+  auto all = ds.get_batch({3, 0, {1, 2, 3, 4, 5, 6}});
+  auto some = ds.get_batch({3, 7, {4, 2}});
+  EXPECT_TRUE(torch::equal(some.data[0], all.data[3]));
+  EXPECT_TRUE(torch::equal(some.data[1], all.data[1]));
+  // Another epoch or seed: other crops (for at least one of six images).
+  auto next_epoch = ds.get_batch({4, 0, {1, 2, 3, 4, 5, 6}});
+  EXPECT_FALSE(torch::equal(next_epoch.data, all.data));
+  // Random at all: not the plain normalised images.
+  cifar::CifarDataset plain(
+      split, cifar::AugmentOptions(cifar::channel_stats(Kind::Cifar10)).random(false));
+  EXPECT_FALSE(torch::equal(plain.get_batch({3, 0, {1, 2, 3, 4, 5, 6}}).data, all.data));
+}
+
 TEST_F(CifarDatasetTest, LoaderBatchesDoNotDependOnTheNumberOfWorkers) {
   cifar::write_synthetic(dir, Kind::Cifar10, 45, 5);
   auto split = cifar::load_split(dir.string(), Kind::Cifar10, true);
