@@ -253,14 +253,16 @@ int main(int argc, char** argv) try {
       }
       std::cerr << "  round " << round + 1 << "/" << rounds << " done\n";
     }
-    ab::Table table({"strategy", "budget", "peak", "step ms", "fastest fitting", "ratio", "plan"});
+    ab::Table table(
+        {"strategy", "budget", "peak", "step ms", "fastest fitting", "ratio", "plan", "status"});
     // A strategy that failed (its status says why) has no samples.
     const auto summary = [](const Runner& r) { return r.ms.empty() ? ab::Summary{} : ab::summarize(r.ms); };
     for (auto& r : fixed) {
       const auto s = summary(r);
       csv.row({b.name, r.strategy, int64_t{0}, r.peak, s.median, s.q25, s.q75,
                static_cast<int64_t>(r.ms.size()), std::string(), 0.0, 0.0, std::string(), r.status});
-      table.add_row({r.strategy, "", ab::human_bytes(r.peak), ab::fixed(s.median, 1), "", "", ""});
+      table.add_row(
+          {r.strategy, "", ab::human_bytes(r.peak), ab::fixed(s.median, 1), "", "", "", r.status});
     }
     for (auto& r : plans) {
       const auto s = summary(r);
@@ -285,7 +287,7 @@ int main(int argc, char** argv) try {
                best ? best_ms : 0.0, ratio, what, status});
       table.add_row({"plan", ab::human_bytes(r.budget), ab::human_bytes(r.peak),
                      ab::fixed(s.median, 1), best ? best->strategy : "none", ab::fixed(ratio, 3),
-                     what});
+                     what, status.substr(0, 60)});
     }
     table.print(std::cerr);
     std::cerr << "\n";

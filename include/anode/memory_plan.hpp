@@ -192,6 +192,7 @@ class MemoryPlan {
     std::vector<detail::StepCost> costs;
     std::vector<int64_t> fwd_growth;  // calibration: bytes a call's forward left live
     std::vector<int64_t> kept_graph;  // measured bytes of a kept graph, 0 until measured
+    std::vector<int64_t> whole;       // measured backward bytes of the whole recompute, 0 until
     // per call, what the calibration measured of its cheapest form
     std::vector<int64_t> cal_forward, cal_transient;
     std::vector<double> tau;          // seconds per graph-free step
@@ -211,6 +212,7 @@ class MemoryPlan {
     int64_t first_usage = 0;  // absolute bytes when the first call's forward started
     bool calibrating = false;
     bool off_plan = false;    // a call did not match the profile, or had no backward
+    bool cheapest_only = false;  // no plan was proven within the budget: every call cheapest
     Profile* profile = nullptr;
     std::vector<std::shared_ptr<detail::PlanTicket>> tickets;
     std::vector<std::size_t> backward_order;
@@ -315,8 +317,10 @@ inline std::vector<plan::Option> MemoryPlan::options_for(const Profile& p, std::
   const int64_t graph = p.kept_graph[j] > 0 ? p.kept_graph[j] : n * c.graph;
   out.push_back({{plan::Choice::Keep, 0}, graph, graph + f,
                  graph + (c.peak - c.graph) + c.accumulators + err, 0.0});
-  out.push_back({{plan::Choice::Whole, 0}, 0, f, detail::backward_bytes(c, n, 0) + err,
-                 tau * static_cast<double>(n)});
+  // The whole recompute: measured once used, else modelled.
+  const int64_t whole =
+      p.whole[j] > 0 ? p.whole[j] + p.margin : detail::backward_bytes(c, n, 0) + err;
+  out.push_back({{plan::Choice::Whole, 0}, 0, f, whole, tau * static_cast<double>(n)});
   // Binomial checkpoints: every k up to 16, then a geometric set, below the step count.
   std::vector<int64_t> ks;
   for (int64_t k = 1; k < n && k <= 16; ++k) ks.push_back(k);
@@ -353,7 +357,6 @@ inline plan::Solution MemoryPlan::solution_for(const Profile& p, int64_t first_u
   // in each forward) is a plan the budget must allow, at this step's usage.
   const int64_t calibration = p.calibration_peak - p.calibration_usage + first_usage;
   sol.cheapest_peak = std::max(sol.cheapest_peak, calibration);
-  if (sol.feasible && calibration > budget_) sol.feasible = false;
   return sol;
 }
 
@@ -381,10 +384,15 @@ inline std::shared_ptr<detail::PlanTicket> MemoryPlan::begin_forward(
       if (pr->keys.front() == key) found = pr.get();
     }
     if (found != nullptr && found->solved_for != usage) solve(*found, usage);
-    TORCH_CHECK(found == nullptr || found->solution.feasible, "anode::MemoryPlan: the budget of ",
-                budget_,
+    // No plan the model can prove within the budget: if the calibration step, every call in its
+    // cheapest form, was measured within it, this step runs that way again (the model errs on
+    // the safe side, e.g. on a step whose baseline missed state allocated just after the previous
+    // step); if not, nothing fits.
+    const bool cheapest_only = found != nullptr && !found->solution.feasible;
+    TORCH_CHECK(!cheapest_only || found->calibration_peak <= budget_,
+                "anode::MemoryPlan: the budget of ", budget_,
                 " bytes is too small for this training step: measured, its cheapest plan needs ",
-                found ? found->solution.cheapest_peak : 0,
+                found ? std::max(found->solution.cheapest_peak, found->calibration_peak) : 0,
                 " bytes (every ODE block recomputed with one checkpoint, around the ", usage,
                 " bytes the step had allocated when its first ODE block started). Raise the "
                 "budget to at least that, or reduce the batch");
@@ -396,6 +404,7 @@ inline std::shared_ptr<detail::PlanTicket> MemoryPlan::begin_forward(
     s.peak = first;
     s.profile = found;
     s.calibrating = found == nullptr;
+    s.cheapest_only = cheapest_only;
     if (s.calibrating) ++calibrations_;
     step_ = std::move(s);
     (void)memory::detail::take_cpu_peak();  // the segments of this step start here
@@ -414,7 +423,11 @@ inline std::shared_ptr<detail::PlanTicket> MemoryPlan::begin_forward(
     step_.off_plan = true;
   }
   t->calibrating = step_.calibrating || step_.off_plan;
-  if (!t->calibrating) t->decision = p->solution.decisions[t->index];
+  if (!t->calibrating) {
+    t->decision = step_.cheapest_only
+                      ? cheapest(p->costs[t->index], key.steps, key.adaptive)
+                      : p->solution.decisions[t->index];
+  }
   step_.tickets.push_back(t);
   boundary(Segment::Forward, t->index);
   t->fwd_usage = now();
@@ -496,6 +509,7 @@ inline void MemoryPlan::finish_step() {
       p->costs.push_back(t->cost);
       p->fwd_growth.push_back(t->fwd_end - t->fwd_usage);
       p->kept_graph.push_back(0);
+      p->whole.push_back(0);
       p->cal_forward.push_back(std::max<int64_t>(0, t->fwd_peak - t->fwd_usage));
       p->cal_transient.push_back(std::max<int64_t>(0, t->bwd_peak - t->bwd_usage));
       p->tau.push_back(t->seconds_per_step);
@@ -514,21 +528,43 @@ inline void MemoryPlan::finish_step() {
   } else if (!s.calibrating && !s.off_plan && s.profile != nullptr) {
     Profile& p = *s.profile;
     last_profile_ = &p;
-    last_predicted_ = p.solution.peak;
+    last_predicted_ = s.cheapest_only ? 0 : p.solution.peak;
     if (last_peak_ > budget_) {
-      // The model underestimated: raise its margin by the excess, and re-solve next step.
       ++overshoots_;
-      p.margin += last_peak_ - std::max(p.solution.peak, int64_t{0});
-      p.solved_for = -1;
-    }
-    // A graph that was kept has now been measured: its estimate gives way to its size.
-    for (std::size_t j = 0; j < n && j < p.keys.size(); ++j) {
-      if (ts[j]->decision.choice != plan::Choice::Keep) continue;
-      const int64_t kept = (ts[j]->fwd_end - ts[j]->fwd_usage) - p.fwd_growth[j];
-      if (kept > 0 && kept != p.kept_graph[j]) {
-        p.kept_graph[j] = kept;
+      if (s.cheapest_only) {
+        // Even the cheapest forms did not fit this time: the next step says the budget is too
+        // small.
+        p.calibration_peak = std::max(p.calibration_peak, last_peak_);
+      } else {
+        // The model underestimated: raise its margin by the excess, and re-solve next step.
+        p.margin += last_peak_ - std::max(p.solution.peak, int64_t{0});
         p.solved_for = -1;
       }
+    }
+    // What a planned step measured replaces the model's estimate: a kept graph's size, and the
+    // whole recompute's backward bytes. Calls of the same kind (the same key and the same measured
+    // step) share what one of them measured, the largest if several did.
+    const auto same_kind = [&p](std::size_t a, std::size_t b) {
+      return p.keys[a] == p.keys[b] && p.costs[a].graph == p.costs[b].graph &&
+             p.costs[a].peak == p.costs[b].peak;
+    };
+    const auto learn = [&](std::vector<int64_t>& table, std::size_t j, int64_t bytes) {
+      if (bytes <= 0) return;
+      for (std::size_t i = 0; i < table.size(); ++i) {
+        if (i != j && !same_kind(i, j)) continue;
+        if (i != j && table[i] >= bytes) continue;  // another's own, larger, measurement stands
+        if (table[i] != bytes) {
+          table[i] = bytes;
+          p.solved_for = -1;
+        }
+      }
+    };
+    for (std::size_t j = 0; j < n && j < p.keys.size(); ++j) {
+      const auto& t = *ts[j];
+      if (t.decision.choice == plan::Choice::Keep)
+        learn(p.kept_graph, j, (t.fwd_end - t.fwd_usage) - p.fwd_growth[j]);
+      if (t.decision.choice == plan::Choice::Whole && !t.key.adaptive)
+        learn(p.whole, j, t.bwd_peak - t.bwd_usage);
     }
     // Step times are noisy (a loaded machine, a first call's warm-up): each call's time per
     // graph-free step is the least seen, which a re-plan follows when it moved by a fifth.
