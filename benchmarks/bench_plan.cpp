@@ -61,10 +61,11 @@ Bench peers(int64_t nt, int64_t size) {
   b.name = "peers" + std::to_string(nt);
   const int64_t channels = 32, batch = 8;
   b.solver = anode::ODEBlockOptions().method(anode::Method::RK2).steps(nt);
-  const auto o = ab::ConvRHSOptions().channels(channels).convs(2).batchnorm(true).act(ab::Act::ReLU);
+  const auto o =
+      ab::ConvRHSOptions().channels(channels).convs(2).batchnorm(true).act(ab::Act::ReLU);
   b.make = [o](const anode::ODEBlockOptions& opts) {
-    auto net = std::make_shared<ab::ChainImpl<ab::ConvRHSImpl>>([o] { return ab::ConvRHS(o); },
-                                                                4, opts);
+    auto net =
+        std::make_shared<ab::ChainImpl<ab::ConvRHSImpl>>([o] { return ab::ConvRHS(o); }, 4, opts);
     ab::det_init(*net, 1);
     return std::static_pointer_cast<torch::nn::Module>(net);
   };
@@ -168,9 +169,9 @@ int main(int argc, char** argv) try {
   ab::set_threads(threads);
 
   auto csv = ab::CsvWriter::to_path_or_stdout(
-      csv_path, {"net", "strategy", "budget_bytes", "peak_bytes", "step_ms", "step_ms_q25",
-                 "step_ms_q75", "repeats", "fastest_fitting", "fastest_fitting_ms", "ratio",
-                 "decisions", "status"});
+      csv_path,
+      {"net", "strategy", "budget_bytes", "peak_bytes", "step_ms", "step_ms_q25", "step_ms_q75",
+       "repeats", "fastest_fitting", "fastest_fitting_ms", "ratio", "decisions", "status"});
   std::vector<Bench> benches;
   for (const auto& name : nets) {
     benches.push_back(name == "peers8"    ? peers(8, size)
@@ -191,7 +192,8 @@ int main(int argc, char** argv) try {
     std::vector<Runner> fixed;
     fixed.push_back(make_runner(b, "backprop", b.solver.with_gradient(anode::Gradient::Backprop)));
     fixed.push_back(make_runner(b, "anode", b.solver));
-    fixed.push_back(make_runner(b, "anode-latest", anode::ODEBlockOptions(b.solver).keep_latest_graph(true)));
+    fixed.push_back(
+        make_runner(b, "anode-latest", anode::ODEBlockOptions(b.solver).keep_latest_graph(true)));
     for (int64_t k : {1, 2, 4, 8}) {
       if (k >= nt) continue;
       fixed.push_back(make_runner(b, "anode-k" + std::to_string(k),
@@ -256,11 +258,14 @@ int main(int argc, char** argv) try {
     ab::Table table(
         {"strategy", "budget", "peak", "step ms", "fastest fitting", "ratio", "plan", "status"});
     // A strategy that failed (its status says why) has no samples.
-    const auto summary = [](const Runner& r) { return r.ms.empty() ? ab::Summary{} : ab::summarize(r.ms); };
+    const auto summary = [](const Runner& r) {
+      return r.ms.empty() ? ab::Summary{} : ab::summarize(r.ms);
+    };
     for (auto& r : fixed) {
       const auto s = summary(r);
       csv.row({b.name, r.strategy, int64_t{0}, r.peak, s.median, s.q25, s.q75,
-               static_cast<int64_t>(r.ms.size()), std::string(), 0.0, 0.0, std::string(), r.status});
+               static_cast<int64_t>(r.ms.size()), std::string(), 0.0, 0.0, std::string(),
+               r.status});
       table.add_row(
           {r.strategy, "", ab::human_bytes(r.peak), ab::fixed(s.median, 1), "", "", "", r.status});
     }

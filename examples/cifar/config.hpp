@@ -44,21 +44,21 @@ struct Config {
   anode::Gradient gradient = anode::Gradient::Anode;  ///< --gradient anode|backprop|adjoint
   int64_t checkpoints = 0;                            ///< --checkpoints K (binomial, Anode only)
   bool keep_forward_checkpoints = false;              ///< --keep-forward-checkpoints
-  int64_t memory_budget = 0;  ///< --memory-budget SIZE in bytes (0: none): an anode::MemoryPlan
-  int64_t epochs = 350;                               ///< --epochs N
-  int64_t batch_size = 256;                           ///< --batch-size N
-  double lr = 0.1;                                    ///< --lr X (see schedules.hpp)
-  std::string schedule = "step";                      ///< --schedule step|onecycle
-  double momentum = 0.9;                              ///< --momentum X
-  double weight_decay = 5e-4;                         ///< --wd X
-  std::string device = "cpu";                         ///< --device cpu|cuda[:i]
-  int64_t threads = 0;                                ///< --threads N (0: LibTorch's default)
-  Amp amp = Amp::Off;                                 ///< --amp off|bf16|fp16 (amp.hpp)
-  bool channels_last = false;                         ///< --channels-last (LibTorch >= 2.0)
-  int64_t workers = 2;             ///< --workers N (loader threads; 0 loads on the main thread)
-  int64_t limit = 0;               ///< --limit N (first N training images; 0: all)
-  int64_t test_limit = 0;          ///< --test-limit N (first N test images; 0: all)
-  uint64_t seed = 0;               ///< --seed N
+  int64_t memory_budget = 0;      ///< --memory-budget SIZE in bytes (0: none): an anode::MemoryPlan
+  int64_t epochs = 350;           ///< --epochs N
+  int64_t batch_size = 256;       ///< --batch-size N
+  double lr = 0.1;                ///< --lr X (see schedules.hpp)
+  std::string schedule = "step";  ///< --schedule step|onecycle
+  double momentum = 0.9;          ///< --momentum X
+  double weight_decay = 5e-4;     ///< --wd X
+  std::string device = "cpu";     ///< --device cpu|cuda[:i]
+  int64_t threads = 0;            ///< --threads N (0: LibTorch's default)
+  Amp amp = Amp::Off;             ///< --amp off|bf16|fp16 (amp.hpp)
+  bool channels_last = false;     ///< --channels-last (LibTorch >= 2.0)
+  int64_t workers = 2;            ///< --workers N (loader threads; 0 loads on the main thread)
+  int64_t limit = 0;              ///< --limit N (first N training images; 0: all)
+  int64_t test_limit = 0;         ///< --test-limit N (first N test images; 0: all)
+  uint64_t seed = 0;              ///< --seed N
   std::string out = "runs/cifar";  ///< --out DIR (checkpoint.pt, log.csv)
   bool resume = false;             ///< --resume (from OUT/checkpoint.pt)
   std::string evaluate;            ///< --evaluate CHECKPOINT (test only)
@@ -316,8 +316,9 @@ inline Config parse_args(const std::vector<std::string>& args) {
     throw UsageError(std::string("option --memory-budget needs --gradient anode, got --gradient ") +
                      anode::to_string(c.gradient));
   if (c.memory_budget > 0 && (c.checkpoints > 0 || c.keep_forward_checkpoints))
-    throw UsageError("option --memory-budget decides what --checkpoints and "
-                     "--keep-forward-checkpoints would; leave them out");
+    throw UsageError(
+        "option --memory-budget decides what --checkpoints and "
+        "--keep-forward-checkpoints would; leave them out");
   if (c.keep_forward_checkpoints && c.checkpoints == 0)
     throw UsageError("option --keep-forward-checkpoints needs --checkpoints K >= 1");
   const std::string precision_error = precision_options_error(c.amp, c.device, c.channels_last);

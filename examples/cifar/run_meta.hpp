@@ -51,9 +51,9 @@ inline Meta run_meta(const Config& c) {
 /// --workers may change; a different --epochs changes the schedule's milestones).
 inline const std::vector<std::string>& resume_keys() {
   static const std::vector<std::string> keys{
-      "network",     "dataset",    "width",      "blocks",   "method", "nt",   "gradient",
-      "checkpoints", "batch-size", "lr",         "momentum", "wd",     "seed", "limit",
-      "schedule",    "amp",        "augment",    "world-size", "sync-bn",  "float64"};
+      "network",     "dataset",    "width",   "blocks",     "method",  "nt",     "gradient",
+      "checkpoints", "batch-size", "lr",      "momentum",   "wd",      "seed",   "limit",
+      "schedule",    "amp",        "augment", "world-size", "sync-bn", "float64"};
   return keys;
 }
 

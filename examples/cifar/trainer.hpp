@@ -43,11 +43,11 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iomanip>
 #include <iostream>
 #include <memory>
-#include <fstream>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -210,9 +210,13 @@ class Trainer {
     log << "  " << text.str() << "\n";
     std::ofstream(memory_plan_path()) << text.str() << "\n";
   }
-  std::string memory_plan_path() const { return config_.out + "/memory_plan.txt"; }
+  std::string memory_plan_path() const {
+    return config_.out + "/memory_plan.txt";
+  }
   /// The memory plan (--memory-budget), or null.
-  const std::shared_ptr<anode::MemoryPlan>& memory_plan() const { return memory_plan_; }
+  const std::shared_ptr<anode::MemoryPlan>& memory_plan() const {
+    return memory_plan_;
+  }
 
   /// Finishes the current epoch (from wherever it stands), evaluates, advances the state and saves
   /// a checkpoint. Returns false if `stop` was raised: the state so far is saved and `r` unset.
@@ -355,7 +359,8 @@ class Trainer {
     if (world_ > 1 && global_images > 0 && global_images != y.size(0) * world_) {
       // An uneven last batch: weigh each rank's mean by its share, so that the ranks' mean
       // gradient is the gradient of the global batch's mean loss.
-      objective = loss * (static_cast<double>(y.size(0) * world_) / static_cast<double>(global_images));
+      objective =
+          loss * (static_cast<double>(y.size(0) * world_) / static_cast<double>(global_images));
     }
     // --amp fp16: the loss is scaled; a step with an inf or NaN gradient is skipped (and counted).
     // The ranks average the scaled gradients, so they agree on a skip.

@@ -94,8 +94,7 @@ GradientCheck check_gradients_impl(Run&& run, const std::vector<torch::Tensor>& 
     w = torch::randn(y.sizes(), at::TensorOptions().dtype(y.scalar_type()).device(y.device()));
   }
   const std::vector<torch::Tensor> mine = gradients(options);
-  const std::vector<torch::Tensor> reference =
-      gradients(options.with_gradient(Gradient::Backprop));
+  const std::vector<torch::Tensor> reference = gradients(options.with_gradient(Gradient::Backprop));
   GradientCheck out;
   for (std::size_t i = 0; i < mine.size(); ++i) {
     const double e = relative_error(mine[i], reference[i]);
@@ -169,8 +168,8 @@ GradientCheck check_gradients(const std::shared_ptr<Func>& module, const torch::
   for (const auto& p : detail::as_module(module)->parameters()) {
     if (p.requires_grad()) params.push_back(p);
   }
-  return detail::check_gradients_impl(run, params, detail::as_module(module)->buffers(), x,
-                                      options, finite_differences, fd_samples);
+  return detail::check_gradients_impl(run, params, detail::as_module(module)->buffers(), x, options,
+                                      finite_differences, fd_samples);
 }
 
 template <typename Func>

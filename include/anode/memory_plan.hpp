@@ -51,10 +51,10 @@
 #include <chrono>
 #include <cstdint>
 #include <iomanip>
-#include <sstream>
 #include <memory>
 #include <mutex>
 #include <ostream>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -97,16 +97,16 @@ struct PlanTicket {
   bool calibrating = false;  // its step cost is measured, its decision is the cheapest
   bool backward_started = false;
   bool done = false;
-  StepCost cost;             // calibration: one step's measured cost
+  StepCost cost;  // calibration: one step's measured cost
   double seconds_per_step = 0;
   std::chrono::steady_clock::time_point forward_started;
-  int64_t fwd_usage = 0;      // when its forward started
-  int64_t fwd_peak = 0;       // during its forward
-  int64_t fwd_end = 0;        // when its forward ended
-  int64_t after_fwd_peak = 0; // from its forward's end to the next boundary
-  int64_t bwd_usage = 0;      // when its backward started
-  int64_t bwd_peak = 0;       // during its backward
-  int64_t after_bwd_peak = 0; // from its backward's end to the next boundary
+  int64_t fwd_usage = 0;       // when its forward started
+  int64_t fwd_peak = 0;        // during its forward
+  int64_t fwd_end = 0;         // when its forward ended
+  int64_t after_fwd_peak = 0;  // from its forward's end to the next boundary
+  int64_t bwd_usage = 0;       // when its backward started
+  int64_t bwd_peak = 0;        // during its backward
+  int64_t after_bwd_peak = 0;  // from its backward's end to the next boundary
   ~PlanTicket();
 };
 
@@ -160,7 +160,7 @@ class MemoryPlan {
     std::lock_guard<std::mutex> lock(mutex_);
     if (last_profile_ == nullptr) return 0;
     const int64_t usage = last_profile_->solved_for >= 0 ? last_profile_->solved_for
-                                                          : last_profile_->calibration_usage;
+                                                         : last_profile_->calibration_usage;
     return solution_for(*last_profile_, usage).cheapest_peak;
   }
   /// The decisions of the last step, in forward order (the cheapest ones while calibrating).
@@ -195,12 +195,12 @@ class MemoryPlan {
     std::vector<int64_t> whole;       // measured backward bytes of the whole recompute, 0 until
     // per call, what the calibration measured of its cheapest form
     std::vector<int64_t> cal_forward, cal_transient;
-    std::vector<double> tau;          // seconds per graph-free step
-    bool reverse_order = true;        // the backward passes ran in the reverse order
-    int64_t solved_for = -1;          // the usage at the first call the solution is for
-    int64_t margin = 0;               // added to every prediction after an overshoot
-    int64_t calibration_usage = 0;    // the calibration step's usage at its first call
-    int64_t calibration_peak = 0;     // and its measured peak
+    std::vector<double> tau;        // seconds per graph-free step
+    bool reverse_order = true;      // the backward passes ran in the reverse order
+    int64_t solved_for = -1;        // the usage at the first call the solution is for
+    int64_t margin = 0;             // added to every prediction after an overshoot
+    int64_t calibration_usage = 0;  // the calibration step's usage at its first call
+    int64_t calibration_peak = 0;   // and its measured peak
     plan::Solution solution;
   };
   enum class Segment { None, AfterForward, Forward, Backward, AfterBackward };
@@ -211,7 +211,7 @@ class MemoryPlan {
     int64_t baseline = 0;     // the meter's low point since the previous step ended
     int64_t first_usage = 0;  // absolute bytes when the first call's forward started
     bool calibrating = false;
-    bool off_plan = false;    // a call did not match the profile, or had no backward
+    bool off_plan = false;       // a call did not match the profile, or had no backward
     bool cheapest_only = false;  // no plan was proven within the budget: every call cheapest
     Profile* profile = nullptr;
     std::vector<std::shared_ptr<detail::PlanTicket>> tickets;
@@ -230,11 +230,20 @@ class MemoryPlan {
     if (step_.segment != Segment::None && step_.segment_owner < step_.tickets.size()) {
       auto& t = *step_.tickets[step_.segment_owner];
       switch (step_.segment) {
-        case Segment::AfterForward: t.after_fwd_peak = std::max(t.after_fwd_peak, p); break;
-        case Segment::Forward: t.fwd_peak = std::max(t.fwd_peak, p); break;
-        case Segment::Backward: t.bwd_peak = std::max(t.bwd_peak, p); break;
-        case Segment::AfterBackward: t.after_bwd_peak = std::max(t.after_bwd_peak, p); break;
-        case Segment::None: break;
+        case Segment::AfterForward:
+          t.after_fwd_peak = std::max(t.after_fwd_peak, p);
+          break;
+        case Segment::Forward:
+          t.fwd_peak = std::max(t.fwd_peak, p);
+          break;
+        case Segment::Backward:
+          t.bwd_peak = std::max(t.bwd_peak, p);
+          break;
+        case Segment::AfterBackward:
+          t.after_bwd_peak = std::max(t.after_bwd_peak, p);
+          break;
+        case Segment::None:
+          break;
       }
     }
     step_.segment = next;
@@ -315,8 +324,11 @@ inline std::vector<plan::Option> MemoryPlan::options_for(const Profile& p, std::
   // A kept graph: measured once kept, else N steps of one measured step's graph (which counts
   // each intermediate state twice: conservative).
   const int64_t graph = p.kept_graph[j] > 0 ? p.kept_graph[j] : n * c.graph;
-  out.push_back({{plan::Choice::Keep, 0}, graph, graph + f,
-                 graph + (c.peak - c.graph) + c.accumulators + err, 0.0});
+  out.push_back({{plan::Choice::Keep, 0},
+                 graph,
+                 graph + f,
+                 graph + (c.peak - c.graph) + c.accumulators + err,
+                 0.0});
   // The whole recompute: measured once used, else modelled.
   const int64_t whole =
       p.whole[j] > 0 ? p.whole[j] + p.margin : detail::backward_bytes(c, n, 0) + err;
@@ -424,9 +436,8 @@ inline std::shared_ptr<detail::PlanTicket> MemoryPlan::begin_forward(
   }
   t->calibrating = step_.calibrating || step_.off_plan;
   if (!t->calibrating) {
-    t->decision = step_.cheapest_only
-                      ? cheapest(p->costs[t->index], key.steps, key.adaptive)
-                      : p->solution.decisions[t->index];
+    t->decision = step_.cheapest_only ? cheapest(p->costs[t->index], key.steps, key.adaptive)
+                                      : p->solution.decisions[t->index];
   }
   step_.tickets.push_back(t);
   boundary(Segment::Forward, t->index);

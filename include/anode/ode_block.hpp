@@ -7,8 +7,8 @@
 #include <anode/system.hpp>
 
 #include <torch/nn/cloneable.h>
-#include <torch/nn/modules/container/any.h>
 #include <torch/nn/module.h>
+#include <torch/nn/modules/container/any.h>
 #include <torch/nn/pimpl.h>
 
 #include <memory>
@@ -78,11 +78,10 @@ class ODEBlockImpl : public torch::nn::Cloneable<ODEBlockImpl<Func>>, public ODE
   explicit ODEBlockImpl(const torch::nn::ModuleHolder<Func>& func, ODEBlockOptions options_ = {})
       : ODEBlockImpl(func.ptr(), std::move(options_)) {}
   /// A type-erased right-hand side: `ODEBlock<torch::nn::AnyModule>(torch::nn::AnyModule(m))`.
-  template <typename F = Func,
-            typename = std::enable_if_t<std::is_same_v<F, torch::nn::AnyModule>>>
+  template <typename F = Func, typename = std::enable_if_t<std::is_same_v<F, torch::nn::AnyModule>>>
   explicit ODEBlockImpl(torch::nn::AnyModule func, ODEBlockOptions options_ = {})
-      : ODEBlockImpl(std::make_shared<torch::nn::AnyModule>(std::move(func)),
-                     std::move(options_)) {}
+      : ODEBlockImpl(std::make_shared<torch::nn::AnyModule>(std::move(func)), std::move(options_)) {
+  }
 
   /// z(t1) for z(t0) = x.
   torch::Tensor forward(const torch::Tensor& x) {

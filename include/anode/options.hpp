@@ -126,8 +126,9 @@ struct ODEBlockOptions {
  public:
   /// These options with gradient `g`: when `g` is not `Gradient::Anode`, the options only Anode
   /// accepts (checkpoints, keep_forward_checkpoints, memory_budget, keep_latest_graph,
-  /// generators, memory_plan) are reset to their defaults, so that the result validates. Used wherever the
-  /// same solve is run under another gradient mode (a Backprop reference, a gradient-gap study).
+  /// generators, memory_plan) are reset to their defaults, so that the result validates. Used
+  /// wherever the same solve is run under another gradient mode (a Backprop reference, a
+  /// gradient-gap study).
   ODEBlockOptions with_gradient(Gradient g) const {
     ODEBlockOptions o = *this;
     o.gradient(g);
@@ -209,7 +210,8 @@ struct ODEBlockOptions {
       TORCH_CHECK(gradient_ == Gradient::Anode,
                   "anode: ODEBlockOptions::memory_plan applies to Gradient::Anode only, but "
                   "gradient is ",
-                  to_string(gradient_), "; set memory_plan(nullptr) or gradient(anode::Gradient::Anode)");
+                  to_string(gradient_),
+                  "; set memory_plan(nullptr) or gradient(anode::Gradient::Anode)");
       const auto planned = [](bool set, const std::string& what) {
         TORCH_CHECK(!set, "anode: ODEBlockOptions::memory_plan decides what ", what,
                     " would, block by block; set one or the other");

@@ -29,7 +29,6 @@ TEST(Adaptive, ErrorIsProportionalToTheTolerance) {
   }
 }
 
-
 // An ODEBlock with an adaptive method: z(t1), exact against Backprop.
 TEST(Adaptive, ODEBlockWithDopri5) {
   torch::manual_seed(8);
@@ -48,7 +47,6 @@ TEST(Adaptive, ODEBlockWithDopri5) {
   EXPECT_GT(s.accepted_steps, 1);
   EXPECT_GT(s.backward_evaluations, 0);
 }
-
 
 TEST(Stats, AdaptiveCounts) {
   auto f1 = field(10);
@@ -75,12 +73,11 @@ TEST(Stats, AdaptiveCounts) {
     return -z + 50.0 * std::exp(-200.0 * (t - 1.0) * (t - 1.0));
   };
   anode::odeint(pulse, torch::zeros({1}, kD), times({0.0, 2.0}),
-                solver(Method::Dopri5, Gradient::Backprop).rtol(1e-6).atol(1e-8).first_step(0.5), {},
-                stats);
+                solver(Method::Dopri5, Gradient::Backprop).rtol(1e-6).atol(1e-8).first_step(0.5),
+                {}, stats);
   EXPECT_GT(stats->rejected_steps, 0);
   EXPECT_EQ(stats->forward_evaluations, 1 + 6 * (stats->accepted_steps + stats->rejected_steps));
 }
-
 
 TEST(TrajectoryErrors, BadTolerancesAndLimits) {
   auto f = [](const torch::Tensor& z) { return -z; };
@@ -90,10 +87,12 @@ TEST(TrajectoryErrors, BadTolerancesAndLimits) {
                                 {"rtol", "> 0", "got 0"}));
   EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, t, solver(Method::Dopri5).atol(-1)); },
                                 {"atol", "got -1"}));
-  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, t, solver(Method::RK4).step_size(-0.1)); },
-                                {"step_size", "got -0.1"}));
-  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, t, solver(Method::Dopri5).max_steps(0)); },
-                                {"max_steps", "got 0"}));
+  EXPECT_TRUE(
+      throws_mentioning([&] { anode::odeint(f, z0, t, solver(Method::RK4).step_size(-0.1)); },
+                        {"step_size", "got -0.1"}));
+  EXPECT_TRUE(
+      throws_mentioning([&] { anode::odeint(f, z0, t, solver(Method::Dopri5).max_steps(0)); },
+                        {"max_steps", "got 0"}));
   // max_steps exceeded: says t reached and the steps taken.
   EXPECT_TRUE(throws_mentioning(
       [&] {

@@ -97,11 +97,13 @@ TEST(GradientCheck, ReportsExactnessAndFindsProblems) {
     ++*calls;
     return torch::tanh(z.matmul(W)) * (1.0 + 1e-3 * *calls);
   };
-  auto bad =
-      anode::check_gradients(drifting, x, solver(Method::RK2).steps(4).verify_recompute(false), {W});
+  auto bad = anode::check_gradients(drifting, x,
+                                    solver(Method::RK2).steps(4).verify_recompute(false), {W});
   EXPECT_GT(bad.max_rel_error_backprop, 1e-6) << bad;
   // Finite differences need float64.
   EXPECT_TRUE(throws_mentioning(
-      [&] { anode::check_gradients(drifting, x.to(torch::kFloat), solver(Method::RK2), {W}, true); },
+      [&] {
+        anode::check_gradients(drifting, x.to(torch::kFloat), solver(Method::RK2), {W}, true);
+      },
       {"float64"}));
 }

@@ -25,7 +25,8 @@ namespace {
 struct NetImpl : torch::nn::Module {
   NetImpl(bool conv, int64_t blocks, const anode::ODEBlockOptions& o) : conv(conv) {
     if (conv) {
-      stem = register_module("stem", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 4, 3).padding(1)));
+      stem =
+          register_module("stem", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 4, 3).padding(1)));
       head = register_module("head", torch::nn::Linear(4 * 8 * 8, 3));
     } else {
       stem = register_module("stem", torch::nn::Linear(5, 16));
@@ -129,7 +130,8 @@ TEST_P(MemoryPlanBudgets, EveryStepWithinBudgetAndExact) {
     smallest = probe->cheapest_peak_bytes();
     ASSERT_GT(smallest, 0);
   }
-  ASSERT_LT(smallest, backprop_peak) << "the test needs room between the cheapest plan and Backprop";
+  ASSERT_LT(smallest, backprop_peak)
+      << "the test needs room between the cheapest plan and Backprop";
   std::vector<int64_t> budgets;
   const int64_t top = backprop_peak + backprop_peak / 4;
   for (int i = 0; i <= 5; ++i) budgets.push_back(smallest + (top - smallest) * i / 5);
@@ -142,12 +144,16 @@ TEST_P(MemoryPlanBudgets, EveryStepWithinBudgetAndExact) {
       EXPECT_LT(max_rel_err(got.grads, want[static_cast<std::size_t>(s)].grads), 1e-12)
           << "budget " << budget << ", step " << s;
     }
-    if (std::getenv("ANODE_TEST_VERBOSE")) std::cout << "budget " << budget << " backprop " << backprop_peak << " recompute evals " << backward_evaluations(net) << "\n" << *plan << "\n";
+    if (std::getenv("ANODE_TEST_VERBOSE"))
+      std::cout << "budget " << budget << " backprop " << backprop_peak << " recompute evals "
+                << backward_evaluations(net) << "\n"
+                << *plan << "\n";
     EXPECT_EQ(plan->calibrations(), 1) << *plan;
     EXPECT_EQ(plan->overshoots(), 0) << *plan;
     if (budget == budgets.back()) {
       // Room for Backprop's graph: every block keeps its graph, nothing is recomputed.
-      for (const auto& d : plan->decisions()) EXPECT_EQ(d.choice, anode::plan::Choice::Keep) << *plan;
+      for (const auto& d : plan->decisions())
+        EXPECT_EQ(d.choice, anode::plan::Choice::Keep) << *plan;
       EXPECT_EQ(backward_evaluations(net), 0) << *plan;
     }
   }
@@ -169,7 +175,8 @@ TEST(MemoryPlan, ReplansOnABatchSizeChange) {
   const auto base = anode::ODEBlockOptions().method(c.method).steps(c.steps);
   auto ref = make_net(c, base.with_gradient(Gradient::Backprop));
   int64_t backprop_peak = 0;
-  for (int64_t batch : {16, 32}) backprop_peak = std::max(backprop_peak, step(ref, input(c, batch, 0)).peak);
+  for (int64_t batch : {16, 32})
+    backprop_peak = std::max(backprop_peak, step(ref, input(c, batch, 0)).peak);
   auto plan = std::make_shared<anode::MemoryPlan>(backprop_peak);
   auto net = make_net(c, anode::ODEBlockOptions(base).memory_plan(plan));
   for (int64_t batch : {16, 16, 32, 32, 16}) {
@@ -212,13 +219,17 @@ TEST(MemoryPlan, BadInputIsAClearError) {
                                 {"memory_plan", "checkpoints(2)"}));
   EXPECT_TRUE(throws_mentioning([&] { anode::ODEBlockOptions(o).memory_budget(100).validate(); },
                                 {"memory_plan", "memory_budget(100)"}));
-  EXPECT_TRUE(throws_mentioning([&] { anode::ODEBlockOptions(o).keep_latest_graph(true).validate(); },
-                                {"memory_plan", "keep_latest_graph"}));
+  EXPECT_TRUE(
+      throws_mentioning([&] { anode::ODEBlockOptions(o).keep_latest_graph(true).validate(); },
+                        {"memory_plan", "keep_latest_graph"}));
   // A block whose gradient mode changes under the plan: the next forward says so.
   anode::ODEBlock<MLPImpl> block(MLP(3, 4), o);
   block->options.gradient(Gradient::Backprop);
-  EXPECT_TRUE(throws_mentioning([&] { block->forward(torch::randn({2, 3})); },
-                                {"memory_plan", "Gradient::Anode only", "Backprop"}));
+  EXPECT_TRUE(throws_mentioning(
+      [&] {
+        block->forward(torch::randn({2, 3}));
+      },
+      {"memory_plan", "Gradient::Anode only", "Backprop"}));
   // with_gradient drops the plan with the other Anode-only options.
   EXPECT_EQ(o.with_gradient(Gradient::Adjoint).memory_plan(), nullptr);
   // One plan budgets one device: the second device's call is refused (this machine has one

@@ -38,9 +38,9 @@ anode::ODEBlockOptions anode_binomial() {
 }  // namespace
 
 TEST(WithGradient, ResetsWhatOnlyAnodeAcceptsAndKeepsTheSolve) {
-  for (const auto& o : {anode_whole_block(), anode_binomial(),
-                        anode_binomial().checkpoints(0).keep_forward_checkpoints(false).memory_budget(
-                            1 << 20)}) {
+  for (const auto& o :
+       {anode_whole_block(), anode_binomial(),
+        anode_binomial().checkpoints(0).keep_forward_checkpoints(false).memory_budget(1 << 20)}) {
     ASSERT_NO_THROW(o.validate()) << o;
     for (auto g : {Gradient::Backprop, Gradient::Adjoint}) {
       // Set by hand, the gradient alone makes the options invalid.
@@ -68,12 +68,11 @@ TEST(WithGradient, ResetsWhatOnlyAnodeAcceptsAndKeepsTheSolve) {
 TEST(IgnoredOptions, StepsWithAnAdaptiveMethodRaise) {
   for (auto m : {Method::Bosh3, Method::Dopri5, Method::Tsit5}) {
     const auto name = anode::to_string(m);
-    EXPECT_TRUE(throws_mentioning(
-        [&] { anode::ODEBlockOptions().method(m).steps(8).validate(); },
-        {"ODEBlockOptions::steps(8)", "fixed-step", name, "rtol/atol"}));
-    EXPECT_TRUE(throws_mentioning(
-        [&] { anode::ODEBlockOptions().method(m).step_size(0.1).validate(); },
-        {"ODEBlockOptions::step_size(0.1)", name, "first_step"}));
+    EXPECT_TRUE(throws_mentioning([&] { anode::ODEBlockOptions().method(m).steps(8).validate(); },
+                                  {"ODEBlockOptions::steps(8)", "fixed-step", name, "rtol/atol"}));
+    EXPECT_TRUE(
+        throws_mentioning([&] { anode::ODEBlockOptions().method(m).step_size(0.1).validate(); },
+                          {"ODEBlockOptions::step_size(0.1)", name, "first_step"}));
     EXPECT_NO_THROW(anode::ODEBlockOptions().method(m).steps(1).validate());
   }
   // The same through the module and the functional forms.
@@ -107,7 +106,8 @@ TEST(IgnoredOptions, TolerancesWithAFixedStepMethodRaise) {
     EXPECT_NO_THROW(o.validate());
   }
   // A user tableau decides as its own kind: an embedded one takes tolerances.
-  EXPECT_NO_THROW(anode::ODEBlockOptions().tableau(anode::tableau(Method::Bosh3)).rtol(1e-3).validate());
+  EXPECT_NO_THROW(
+      anode::ODEBlockOptions().tableau(anode::tableau(Method::Bosh3)).rtol(1e-3).validate());
 }
 
 // The generators are replayed by Anode's recompute; Backprop replays nothing and the adjoint

@@ -14,7 +14,6 @@ using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
 
-
 // ---------------------------------------------------------------------------------------------
 // The output: shape, out[0] == z0, the solution at every output time, both directions.
 
@@ -190,7 +189,8 @@ TEST(TrajectoryGradients, AdjointApproachesBackprop) {
   // Adaptive adjoint at tight tolerances: close to the adaptive Backprop gradient.
   auto want =
       all_grads(f1, z0, t, solver(Method::Dopri5, Gradient::Backprop).rtol(1e-10).atol(1e-12));
-  auto got = all_grads(f2, z0, t, solver(Method::Dopri5, Gradient::Adjoint).rtol(1e-10).atol(1e-12));
+  auto got =
+      all_grads(f2, z0, t, solver(Method::Dopri5, Gradient::Adjoint).rtol(1e-10).atol(1e-12));
   EXPECT_LT(max_rel_err(got, want), 1e-6);
 }
 
@@ -271,10 +271,10 @@ TEST(TrajectoryErrors, BadOutputTimes) {
         Bad{times({0.0}), {"at least 2 entries", "got 1"}},
         Bad{torch::tensor(1.0, kD), {"1-D", "0-D"}}, Bad{torch::zeros({2, 2}, kD), {"1-D", "2-D"}},
         Bad{torch::tensor({0, 1}), {"floating", "Long"}}}) {
-    EXPECT_TRUE(throws_mentioning([&] { anode::odeint(f, z0, b.t, solver(Method::RK4)); }, b.parts));
+    EXPECT_TRUE(
+        throws_mentioning([&] { anode::odeint(f, z0, b.t, solver(Method::RK4)); }, b.parts));
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // The gradient self-check users run on their own right-hand side.
-

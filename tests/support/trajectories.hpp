@@ -63,8 +63,9 @@ inline torch::Tensor trajectory_loss(const torch::Tensor& out) {
   return (out * out * w).sum();
 }
 
-inline std::vector<torch::Tensor> all_grads(Field& f, const torch::Tensor& z0, const torch::Tensor& t,
-                                     const anode::ODEBlockOptions& o) {
+inline std::vector<torch::Tensor> all_grads(Field& f, const torch::Tensor& z0,
+                                            const torch::Tensor& t,
+                                            const anode::ODEBlockOptions& o) {
   auto z = z0.clone().requires_grad_(true);
   std::vector<torch::Tensor> inputs = f->parameters();
   inputs.push_back(z);

@@ -37,9 +37,8 @@ struct forward_takes_anything<
 template <typename F, typename = void>
 struct forward_takes_time_overload : std::false_type {};
 template <typename F>
-struct forward_takes_time_overload<
-    F, std::void_t<decltype(std::declval<F&>().forward(std::declval<double>(),
-                                                        std::declval<torch::Tensor>()))>>
+struct forward_takes_time_overload<F, std::void_t<decltype(std::declval<F&>().forward(
+                                          std::declval<double>(), std::declval<torch::Tensor>()))>>
     : std::true_type {};
 
 template <typename F, typename = void>
@@ -56,8 +55,7 @@ struct forward_takes_state_overload<
 /// called with the state alone.
 template <typename F>
 struct forward_takes_time
-    : std::conjunction<std::negation<forward_takes_anything<F>>, forward_takes_time_overload<F>> {
-};
+    : std::conjunction<std::negation<forward_takes_anything<F>>, forward_takes_time_overload<F>> {};
 template <typename F>
 struct forward_takes_state
     : std::disjunction<forward_takes_anything<F>, forward_takes_state_overload<F>> {};

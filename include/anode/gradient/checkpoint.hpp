@@ -268,14 +268,15 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     if (t.calibrating) {
       detail::StepCost cost;
       if (!key.adaptive) {
-        cost = detail::measure_step_cost(call.stepper, call.system, rec.autocast, rec.start.rng,
-                                         z0);
+        cost =
+            detail::measure_step_cost(call.stepper, call.system, rec.autocast, rec.start.rng, z0);
         call.enter(rec.start);  // the measured step drew random numbers and updated buffers
       }
       memory_plan->measured(t, cost);
     }
     const plan::Decision d = t.decision;
-    const bool binomial = d.choice == plan::Choice::Binomial || d.choice == plan::Choice::BinomialKept;
+    const bool binomial =
+        d.choice == plan::Choice::Binomial || d.choice == plan::Choice::BinomialKept;
     rec.checkpoints = binomial ? d.checkpoints : 0;
     rec.keep_forward = d.choice == plan::Choice::BinomialKept;
     rec.keep_graph = d.choice == plan::Choice::Keep;

@@ -43,11 +43,11 @@ struct CheckpointConfig {
         generators(o.preserve_rng_state() ? replayed_generators(o.generators(), device)
                                           : std::vector<at::Generator>{}) {}
 
-  int64_t checkpoints;            // asked for: 0 whole-block recompute; k > 0 binomial schedule
-  bool keep_forward_checkpoints;  // store the k checkpoints in forward (else in backward)
-  int64_t memory_budget;          // > 0: choose the checkpoints in forward from a measured step
-  bool verify;                    // check the recompute against the forward (output, RNG)
-  bool keep_latest;               // keep the forward's graph until the next block (or backward)
+  int64_t checkpoints;               // asked for: 0 whole-block recompute; k > 0 binomial schedule
+  bool keep_forward_checkpoints;     // store the k checkpoints in forward (else in backward)
+  int64_t memory_budget;             // > 0: choose the checkpoints in forward from a measured step
+  bool verify;                       // check the recompute against the forward (output, RNG)
+  bool keep_latest;                  // keep the forward's graph until the next block (or backward)
   std::shared_ptr<MemoryPlan> plan;  // decides the three above per step, when set
   std::vector<at::Generator> generators;  // replayed; empty when preserve_rng_state is off
 };
@@ -62,20 +62,20 @@ struct Snapshot {
 
 /// What a forward pass records for the backward pass.
 struct ForwardRecord {
-  int64_t checkpoints = 0;  // used: the configuration's, the budget's or the plan's; 0: whole
-  bool keep_forward = false;          // the forward pass stores the checkpoints
-  bool keep_graph = false;            // the forward keeps its graph for its own backward (plan)
+  int64_t checkpoints = 0;    // used: the configuration's, the budget's or the plan's; 0: whole
+  bool keep_forward = false;  // the forward pass stores the checkpoints
+  bool keep_graph = false;    // the forward keeps its graph for its own backward (plan)
   std::shared_ptr<PlanTicket> ticket;  // the memory plan's view of this call
-  std::shared_ptr<KeptGraph> kept;    // keep_latest_graph: the forward's graph, while kept
-  AutocastState autocast;             // the forward pass's
-  Snapshot start;                     // z_0's world (z itself is saved through the context)
-  std::vector<uint64_t> rng_after;    // digest of the generators after the block's forward
-  bool draws = false;                 // whether the forward pass drew from them
-  torch::Tensor fingerprint;          // sum of the forward's output in double, on its device
-  std::vector<Snapshot> slots;        // keep_forward_checkpoints: slot 1..k (index 0 unused)
-  schedule::Schedule plan;            // binomial schedule, when checkpoints > 0
-  std::vector<torch::Tensor> params;  // the node's parameter inputs, in order
-  std::vector<int64_t> out_sizes;     // the block output's shape and dtype
+  std::shared_ptr<KeptGraph> kept;     // keep_latest_graph: the forward's graph, while kept
+  AutocastState autocast;              // the forward pass's
+  Snapshot start;                      // z_0's world (z itself is saved through the context)
+  std::vector<uint64_t> rng_after;     // digest of the generators after the block's forward
+  bool draws = false;                  // whether the forward pass drew from them
+  torch::Tensor fingerprint;           // sum of the forward's output in double, on its device
+  std::vector<Snapshot> slots;         // keep_forward_checkpoints: slot 1..k (index 0 unused)
+  schedule::Schedule plan;             // binomial schedule, when checkpoints > 0
+  std::vector<torch::Tensor> params;   // the node's parameter inputs, in order
+  std::vector<int64_t> out_sizes;      // the block output's shape and dtype
   c10::ScalarType out_dtype = c10::ScalarType::Undefined;
 };
 

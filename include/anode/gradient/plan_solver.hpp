@@ -100,10 +100,10 @@ struct CallProfile {
 struct Solution {
   bool feasible = false;
   std::vector<Decision> decisions;
-  double recompute = 0;      ///< predicted recompute time
-  int64_t peak = 0;          ///< predicted peak of the step
-  int64_t cheapest_peak = 0; ///< the least peak of any plan (what the budget must allow)
-  bool exact = true;         ///< false when the front was capped (see kMaxFront)
+  double recompute = 0;       ///< predicted recompute time
+  int64_t peak = 0;           ///< predicted peak of the step
+  int64_t cheapest_peak = 0;  ///< the least peak of any plan (what the budget must allow)
+  bool exact = true;          ///< false when the front was capped (see kMaxFront)
 };
 
 constexpr std::size_t kMaxFront = 1 << 14;
@@ -113,9 +113,9 @@ namespace detail {
 struct Partial {
   int64_t bytes;  // S_j
   double cost;
-  int64_t peak;   // the highest constraint left-hand side so far
-  int parent;     // index in the previous front
-  int option;     // option of this call
+  int64_t peak;  // the highest constraint left-hand side so far
+  int parent;    // index in the previous front
+  int option;    // option of this call
 };
 
 /// The peak of each constraint of call `j` for a partial plan with `before` persistent bytes.
@@ -193,10 +193,9 @@ inline Solution solve(const std::vector<CallProfile>& calls, int64_t budget,
   if (calls.empty()) s.cheapest_peak = 0;
   if (front.empty() || calls.empty()) return s;
   // The cheapest complete plan; walk back through the fronts for its decisions.
-  const auto best = std::min_element(front.begin(), front.end(),
-                                     [](const detail::Partial& a, const detail::Partial& b) {
-                                       return a.cost < b.cost;
-                                     });
+  const auto best = std::min_element(
+      front.begin(), front.end(),
+      [](const detail::Partial& a, const detail::Partial& b) { return a.cost < b.cost; });
   s.feasible = true;
   s.recompute = best->cost;
   s.peak = best->peak;

@@ -106,9 +106,9 @@ TEST(ModuleRHS, SequentialInOdeintSingleOutputAndTrajectory) {
   const auto want_traj = gradients(ref_traj, x, seq->parameters());
   for (auto g : {Gradient::Anode, Gradient::Adjoint}) {
     const double tol = g == Gradient::Adjoint ? 1e-4 : 1e-12;
-    auto y = anode::odeint(seq, x, rk4(g));                   // the holder
-    auto y_ptr = anode::odeint(seq.ptr(), x, rk4(g));         // its shared_ptr
-    auto traj = anode::odeint(seq, x, t, rk4(g));             // a trajectory
+    auto y = anode::odeint(seq, x, rk4(g));                    // the holder
+    auto y_ptr = anode::odeint(seq.ptr(), x, rk4(g));          // its shared_ptr
+    auto traj = anode::odeint(seq, x, t, rk4(g));              // a trajectory
     EXPECT_TRUE(torch::equal(y.detach(), ref.detach())) << g;  // the forward is the same solve
     EXPECT_TRUE(torch::equal(y_ptr.detach(), ref.detach())) << g;
     EXPECT_EQ(traj.sizes(), (std::vector<int64_t>{4, 5, 2}));
@@ -159,15 +159,18 @@ TEST(ModuleRHS, AnyModuleInODEBlockAndOdeint) {
   // An empty AnyModule is refused with a message, not a crash.
   EXPECT_TRUE(throws_mentioning(
       [] { anode::ODEBlock<torch::nn::AnyModule> b(torch::nn::AnyModule{}, rk4()); }, {"empty"}));
-  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(torch::nn::AnyModule{}, x, rk4()); },
-                                {"empty"}));
+  EXPECT_TRUE(
+      throws_mentioning([&] { anode::odeint(torch::nn::AnyModule{}, x, rk4()); }, {"empty"}));
 }
 
 // An empty Sequential says so (LibTorch's own message), rather than returning anything.
 TEST(ModuleRHS, EmptySequentialIsAnError) {
   torch::nn::Sequential empty;
-  EXPECT_TRUE(throws_mentioning([&] { anode::odeint(empty, torch::randn({2, 2}), rk4()); },
-                                {"empty Sequential"}));
+  EXPECT_TRUE(throws_mentioning(
+      [&] {
+        anode::odeint(empty, torch::randn({2, 2}), rk4());
+      },
+      {"empty Sequential"}));
 }
 
 // A module with both overloads is called with the time (the more specific form): dz/dt = t z
@@ -216,8 +219,7 @@ TEST(CallableRHS, LambdaAndStdFunction) {
 TEST(ODEBlockBase, OdeBlocksFindsAndConfiguresEveryBlock) {
   torch::manual_seed(5);
   torch::nn::Sequential model(
-      torch::nn::Linear(3, 3),
-      anode::ODEBlock<torch::nn::SequentialImpl>(tanh_mlp(3, 4), rk4()),
+      torch::nn::Linear(3, 3), anode::ODEBlock<torch::nn::SequentialImpl>(tanh_mlp(3, 4), rk4()),
       anode::ODEBlock<TimeOnlyImpl>(TimeOnly(), rk4()),
       anode::ODEBlock<torch::nn::LinearImpl>(torch::nn::Linear(3, 3), rk4()));
   model->to(torch::kDouble);

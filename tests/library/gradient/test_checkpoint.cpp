@@ -200,8 +200,8 @@ TEST_P(RngReplay, SameCountAtOtherPositionsIsCaughtOnlyByVerifyRecompute) {
                                     {"different output", "Another thread", "same count"}));
     } else {
       const double gap = max_rel_err(noisy_grads(blk, y), want);
-      std::cout << "whole-block recompute, verify_recompute(false): relative gradient error "
-                << gap << "\n";
+      std::cout << "whole-block recompute, verify_recompute(false): relative gradient error " << gap
+                << "\n";
       EXPECT_GT(gap, 1e-3);
     }
   }

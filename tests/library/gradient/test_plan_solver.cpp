@@ -71,7 +71,8 @@ TEST(PlanSolver, MatchesExhaustiveSearch) {
       bool allowed = true;
       double cost = 0;
       for (int j = 0; j < n_calls; ++j) {
-        const auto& o = calls[static_cast<std::size_t>(j)].options[static_cast<std::size_t>(pick[j])];
+        const auto& o =
+            calls[static_cast<std::size_t>(j)].options[static_cast<std::size_t>(pick[j])];
         allowed = allowed && (persistent_allowed || o.persistent == 0);
         cost += o.recompute;
       }
@@ -81,7 +82,8 @@ TEST(PlanSolver, MatchesExhaustiveSearch) {
         if (p <= budget) best = std::min(best, cost);
       }
       int j = 0;
-      while (j < n_calls && ++pick[static_cast<std::size_t>(j)] == n_options) pick[static_cast<std::size_t>(j++)] = 0;
+      while (j < n_calls && ++pick[static_cast<std::size_t>(j)] == n_options)
+        pick[static_cast<std::size_t>(j++)] = 0;
       if (j == n_calls) break;
     }
     const auto s = anode::plan::solve(calls, budget, persistent_allowed);
