@@ -5,10 +5,21 @@ and writes docs/benchmarks.md with PNG plots in docs/.
     /usr/bin/python3 scripts/report.py            # small grids: this 2-core CPU, under 15 minutes
     /usr/bin/python3 scripts/report.py --full     # the large grids (a GPU machine, or hours)
     /usr/bin/python3 scripts/report.py --smoke    # tiny everything: checks the pipeline in ~1 min
+    /usr/bin/python3 scripts/report.py --libtorch pypi   # PyPI's LibTorch and torch (2.15)
 
-The Python peers are found through ANODE_TORCHDIFFEQ_PATH and ANODE_OFFICIAL_PATH (the directories
-holding the `torchdiffeq` and the official `anode` packages); absent ones are skipped and the
-report says so. Python runs on /usr/bin/python3 (Debian's python3-torch), matplotlib from Debian.
+--libtorch debian (the default): the C++ side on Debian's LibTorch 1.13, the Python peers on
+/usr/bin/python3 (Debian's python3-torch, the same LibTorch). --libtorch pypi: the C++ side on
+the LibTorch inside PyPI's torch wheel and the peers on that wheel's torch, both in .venv/
+(`ANODE_LIBTORCH=pypi ANODE_PEERS=1 bash scripts/setup.sh`), so C++ and Python run the same
+LibTorch 2.15 build. torchdiffeq and torchode come from the peers' interpreter (pip) or from
+ANODE_TORCHDIFFEQ_PATH / ANODE_TORCHODE_PATH; the official ANODE code from ANODE_OFFICIAL_PATH
+(optional). Absent ones are skipped and the report says so. The report itself runs on Debian's
+python3 (matplotlib, NumPy).
+
+Besides the peers network (section 5), the MLP trajectory case (section 7): a 2-64-2 tanh MLP,
+batch 256, RK2 (100 steps) and dopri5, C++ bench_mlp and benchmarks/python/mlp_peers.py in
+alternating rounds. --baseline-md and --baseline-mlp name an earlier run's report and MLP CSV
+(by default the LibTorch 1.13 ones kept in docs/results/) for section 8, what changed.
 
 Raw CSVs and gradients go to out/report/ (ignored by git); --reuse re-renders the report from
 them without running anything.
@@ -21,13 +32,15 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PY = "/usr/bin/python3"
-BENCHES = ["bench_scaling", "bench_gradients", "bench_reverse", "bench_peers"]
+PY = "/usr/bin/python3"  # the peers' interpreter; .venv/bin/python with --libtorch pypi
+VENV_PY = os.path.join(ROOT, ".venv", "bin", "python")
+BENCHES = ["bench_scaling", "bench_gradients", "bench_reverse", "bench_peers", "bench_mlp"]
 MIB = 1024.0 * 1024.0
 TRADEOFF_K = [1, 2, 4, 8, 16, 64]
 TRADEOFF_MODES = (["backprop", "adjoint"] + [f"anode-k{k}" for k in TRADEOFF_K] +
@@ -52,13 +65,35 @@ def run(cmd, env=None, timeout=None):
     return res
 
 
-def build(build_dir, jobs):
+def torch_dir(python):
+    """The torch package directory of `python` (its share/cmake holds TorchConfig.cmake)."""
+    return subprocess.run([python, "-c", "import os, torch; print(os.path.dirname(torch.__file__))"],
+                          check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          text=True).stdout.strip()
+
+
+def cuda_env():
+    """What LibTorch's CMake package needs for a CUDA wheel: nvcc, and one architecture (nothing
+    of anode is a .cu file, so it only shapes nvcc's flags)."""
+    env = dict(os.environ)
+    env.setdefault("CUDACXX", "/usr/local/cuda/bin/nvcc")
+    env.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
+    return env
+
+
+def build(build_dir, jobs, libtorch="debian"):
     """Configures (benchmarks only) and builds the benchmark programs and the heap counter."""
+    env = cuda_env() if libtorch == "pypi" else None
     if not os.path.isfile(os.path.join(build_dir, "CMakeCache.txt")):
+        extra = []
+        if libtorch == "pypi":
+            td = torch_dir(PY)  # <torch> first: its lib/ before Debian's libtorch.so
+            extra = [f"-DCMAKE_PREFIX_PATH={td};{td}/share/cmake"]
         run(["cmake", "-S", ROOT, "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release",
-             "-DANODE_BUILD_TESTS=OFF", "-DANODE_BUILD_EXAMPLES=OFF", "-DANODE_INSTALL=OFF"])
+             "-DANODE_BUILD_TESTS=OFF", "-DANODE_BUILD_EXAMPLES=OFF", "-DANODE_INSTALL=OFF"]
+            + extra, env=env)
     else:
-        run(["cmake", "-S", ROOT, "-B", build_dir])  # picks up new bench_*.cpp files
+        run(["cmake", "-S", ROOT, "-B", build_dir], env=env)  # picks up new bench_*.cpp files
     targets = subprocess.run(["cmake", "--build", build_dir, "--target", "help"],
                              stdout=subprocess.PIPE, text=True).stdout
     wanted = BENCHES + (["heapcount"] if "heapcount" in targets else [])
@@ -188,7 +223,7 @@ def run_peers(a, build_dir, heap_lib, data):
         ["--repeats", "5", "--max-repeats", "20", "--budget", "60"] if a.full else quick_reps)
     parts = []
     cpp_modes = ["backprop", "anode", "anode-k4", "anode-k4f", "adjoint"]
-    py_impls = ["torchdiffeq", "torchdiffeq-adjoint", "anode-official"]
+    py_impls = ["torchdiffeq", "torchdiffeq-adjoint", "torchode", "anode-official"]
     if a.full or a.smoke or a.python_backprop:
         py_impls = ["torch-backprop"] + py_impls
     for old in glob.glob(os.path.join(data, "profile_*.json")):
@@ -229,6 +264,41 @@ def run_peers(a, build_dir, heap_lib, data):
              "torch-backprop", "--nt", str(nts[0]), "--dtype", "float64", "--no-time", "--threads",
              cores, "--device", a.device, "--grad-dir", gdir, "--csv",
              os.path.join(data, "peers_ref_py.csv")] + net)
+
+
+MLP_CPP_MODES = "backprop,anode,anode-latest,anode-k4,adjoint"
+MLP_PY = {"rk2": "torchdiffeq-rk2,torchode-rk2,torch-rk2",
+          "dopri5": "torchdiffeq-dopri5,torchode-dopri5"}
+MLP_COLUMNS = ["round", "method", "impl", "step_ms", "step_ms_q25", "step_ms_q75", "rhs_evals_fwd",
+               "rhs_evals_bwd", "accepted_steps", "rejected_steps", "loss", "threads", "torch",
+               "peer_version", "status"]
+
+
+def run_json(cmd):
+    return [json.loads(line) for line in run(cmd).stdout.splitlines() if line.startswith("{")]
+
+
+def run_mlp(a, build_dir, data):
+    """The MLP trajectory case: C++ bench_mlp and Python mlp_peers.py, RK2 and dopri5, batch 256,
+    in alternating rounds (a change of the machine's load hits both sides)."""
+    rounds, reps = (1, 3) if a.smoke else (5, 30) if a.full else (3, 20)
+    cpp = bench_path(build_dir, "bench_mlp")
+    peers_py = os.path.join(ROOT, "benchmarks", "python", "mlp_peers.py")
+    thr = str(a.threads)
+    rows = []
+    for r in range(rounds):
+        for method in ("rk2", "dopri5"):
+            out = run_json([cpp, "--methods", method, "--modes", MLP_CPP_MODES, "--repeats",
+                            str(reps), "--threads", thr, "--batch", "256"])
+            out += run_json([PY, peers_py, "--impl", MLP_PY[method], "--repeats", str(reps),
+                             "--threads", thr, "--batch", "256"])
+            for row in out:
+                row.update(round=r, method=method)
+                rows.append(row)
+    with open(os.path.join(data, "mlp.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=MLP_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
 
 
 # ----------------------------------------------------------------------------- analysis helpers
@@ -983,7 +1053,113 @@ def plots_and_sections(a, data, docs):
                    md_table(["mode", "k", "step ms", "× Backprop", "peak MiB", "RHS evals fwd",
                              "RHS evals bwd"], rows) + "\n"]
             sections[6] = "\n".join(sec)
+    # ---------------- 7. the MLP trajectory case
+    mpath = os.path.join(data, "mlp.csv")
+    mrows = []
+    if os.path.isfile(mpath):
+        _mmeta, mrows = read_csv(mpath)
+        mrows = [r for r in mrows if r.get("status") == "ok"]
+    skipped_mlp = sorted({f"{r['impl']}: {r['status']}" for r in read_csv(mpath)[1]
+                          if str(r.get("status", "")).startswith("skipped")}) if mrows else []
+    if mrows:
+        sys.path.insert(0, os.path.join(ROOT, "scripts"))
+        import bench_mlp  # the per-round ratio table of scripts/bench_mlp.py
+
+        def ref_of(g):
+            return "torchdiffeq-dopri5" if g.get("method") == "dopri5" else "torchdiffeq-rk2"
+        nrounds = len({r["round"] for r in mrows})
+        sec = ["## 7. The MLP trajectory case: anode, torchdiffeq and torchode\n",
+               "One training step of a 2-64-2 tanh MLP right-hand side, batch 256, on [0, 1] "
+               "(zero_grad, solve, loss 0.5·mean((z(1) − target)²), backward, SGD), the same "
+               "weights and data in both languages: C++ `bench_mlp` (anode's modes; "
+               "`anode-latest` is keep_latest_graph) against `benchmarks/python/mlp_peers.py` "
+               "(torchdiffeq's odeint, torchode's AutoDiffAdjoint, a hand-written midpoint loop), "
+               f"{nrounds} alternating rounds, one intra-op thread. RK2: explicit midpoint, 100 "
+               "fixed steps (torchode advances t += 0.01 in float32 and so takes a 101st, tiny "
+               "step: its 202 evaluations); dopri5: rtol 1e-5, atol 1e-9 (each solver's own "
+               "step-size control, so the step counts differ). Ratios are to torchdiffeq in the "
+               "same round (median and range over rounds).\n"]
+        if skipped_mlp:
+            sec.append("Skipped: " + "; ".join(skipped_mlp) + ".\n")
+        sec.append("| method | implementation | step (ms), median of rounds | ratio to torchdiffeq "
+                   "| RHS evaluations forward / backward |\n|---|---|---|---|---|\n" +
+                   "\n".join(bench_mlp.ratio_table(mrows, ["method"], ref_of)) + "\n")
+        sections[7] = "\n".join(sec)
+    # ---------------- 8. what changed from the baseline run
+    sec = []
+    base_md = getattr(a, "baseline_md", "")
+    if base_md and os.path.isfile(base_md):
+        bver, bpeers = read_baseline_md(base_md)
+        cur = {(k, nt): r for (k, nt), r in by.items()}
+        rows = []
+        for (k, nt), b in bpeers.items():
+            r = cur.get((k, nt))
+            if r and b.get("step ms"):
+                rows.append([k, nt, b["step ms"], fmt(r["step_ms"], 0),
+                             fmt(r["step_ms"] / float(b["step ms"]), 2), b.get("peak heap MiB", ""),
+                             mib(r["heap_peak_bytes"])])
+        if rows:
+            sec.append(f"Peers network (section 5), against `{os.path.relpath(base_md, ROOT)}` "
+                       f"(LibTorch {bver}):\n")
+            sec.append(md_table(["implementation", "N_t", f"step ms, {bver}", "step ms, now",
+                                 "now / then", f"peak heap MiB, {bver}", "peak heap MiB, now"],
+                                rows) + "\n")
+    base_mlp = getattr(a, "baseline_mlp", "")
+    if mrows and base_mlp and os.path.isfile(base_mlp):
+        _m, brows = read_csv(base_mlp)
+        brows = [r for r in brows if r.get("status") == "ok" and r.get("batch") == 256 and
+                 r.get("blas", "openblas") == "openblas"]
+        rows = []
+        for method in ("rk2", "dopri5"):
+            ref = "torchdiffeq-dopri5" if method == "dopri5" else "torchdiffeq-rk2"
+            impls = list(dict.fromkeys(r["impl"] for r in mrows if r["method"] == method))
+            for impl in impls:
+                then = [r["step_ms"] for r in brows if r["method"] == method and r["impl"] == impl]
+                now = [r["step_ms"] for r in mrows if r["method"] == method and r["impl"] == impl]
+                if not now:
+                    continue
+                rt = bench_mlp.round_ratios([r for r in brows if r["method"] == method], impl, ref)
+                rn = bench_mlp.round_ratios([r for r in mrows if r["method"] == method], impl, ref)
+                med = statistics.median
+                rows.append([method, impl, fmt(med(then)) if then else "not run",
+                             fmt(med(now)), fmt(med(now) / med(then)) if then else "",
+                             fmt(med(rt)) if rt else "", fmt(med(rn)) if rn else ""])
+        if rows:
+            sec.append(f"MLP trajectory case (section 7), against `{os.path.relpath(base_mlp, ROOT)}`"
+                       " (scripts/bench_mlp.py on Debian's LibTorch 1.13 and torch 1.13, OpenBLAS, "
+                       "batch 256):\n")
+            sec.append(md_table(["method", "implementation", "step ms, then", "step ms, now",
+                                 "now / then", "÷ torchdiffeq, then", "÷ torchdiffeq, now"], rows)
+                       + "\n")
+    if sec:
+        sections[8] = "\n".join(["## 8. What changed from the baseline run\n",
+                                  "The same configurations measured by an earlier run on another "
+                                  "LibTorch (its figures as that run printed them; its machine "
+                                  "load is in that file).\n"] + sec)
     return [sections[k] for k in sorted(sections)], headline, targets, misses, smeta
+
+
+def read_baseline_md(path):
+    """(LibTorch version, {(implementation, N_t): {column: text}}) from an earlier
+    docs/benchmarks.md: its versions table and the table of section 5."""
+    version, rows, header, in5 = "?", {}, None, False
+    with open(path) as f:
+        for line in f:
+            if line.startswith("| LibTorch (C++) |"):
+                version = line.split("|")[2].strip()
+            if line.startswith("## "):
+                in5 = line.startswith("## 5.")
+                header = None
+                continue
+            if not in5 or not line.startswith("|"):
+                continue
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if header is None:
+                header = cells
+            elif not set(cells[0]) <= {"-"} and len(cells) == len(header) and \
+                    header[:2] == ["implementation", "N_t"]:
+                rows[(cells[0], int(cells[1]))] = dict(zip(header, cells))
+    return version, rows
 
 
 # ----------------------------------------------------------------------------- the report
@@ -1000,6 +1176,8 @@ def versions(data):
         if "peer_revision" in meta:
             info[f"{impl}"] = (f"{meta.get('peer_version', '')} rev "
                                f"{meta['peer_revision'][:12]}").strip()
+        elif "peer_version" in meta:  # installed with pip: the package's version
+            info[f"{impl}"] = f"{meta['peer_version']} (pip)"
         info.setdefault("python", meta.get("python", "?"))
         info.setdefault("python torch", meta.get("torch", "?"))
     return info
@@ -1014,6 +1192,7 @@ def write_report(a, data, docs, started, elapsed, load_before, load_after):
              "<!-- Generated by scripts/report.py: edit that, not this file. -->\n",
              "Every number and plot here comes from one run of\n",
              "```\n/usr/bin/python3 scripts/report.py" + (" --full" if a.full else "") +
+             (f" --libtorch {a.libtorch}" if a.libtorch != "debian" else "") +
              (" --smoke" if a.smoke else "") +
              (f" --threads {a.threads}" if a.threads != 1 else "") + "\n```\n",
              f"(grid: {'full' if a.full else 'smoke' if a.smoke else 'quick'}; "
@@ -1034,6 +1213,7 @@ def write_report(a, data, docs, started, elapsed, load_before, load_after):
             ["CUDA", info.get("cuda", "?")],
             ["Python / torch", f"{info.get('python', '?')} / {info.get('python torch', '?')}"],
             ["torchdiffeq", info.get("torchdiffeq", info.get("torchdiffeq-adjoint", "not run"))],
+            ["torchode", info.get("torchode", "not run")],
             ["official ANODE", info.get("anode-official", "not run")],
             ["anode", read_version()]]
     lines.append("## Machine and versions\n")
@@ -1088,9 +1268,20 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="tiny problems: checks the pipeline")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads for timed runs")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (scaling and peers)")
-    ap.add_argument("--build-dir", default=os.path.join(ROOT, "build-report"))
+    ap.add_argument("--libtorch", choices=("debian", "pypi"), default="debian",
+                    help="debian: Debian's LibTorch and /usr/bin/python3; pypi: the torch wheel's "
+                         "LibTorch and torch in .venv/ (scripts/setup.sh with ANODE_LIBTORCH=pypi)")
+    ap.add_argument("--build-dir", default="",
+                    help="default build-report/, build-report-pypi/ with --libtorch pypi")
+    ap.add_argument("--baseline-md",
+                    default=os.path.join(ROOT, "docs", "results", "benchmarks_libtorch1.13.md"),
+                    help="an earlier report, for section 8 (empty: none)")
+    ap.add_argument("--baseline-mlp", default=os.path.join(ROOT, "docs", "results", "bench_mlp.csv"),
+                    help="an earlier scripts/bench_mlp.py CSV, for section 8 (empty: none)")
+    ap.add_argument("--skip-mlp", action="store_true")
     ap.add_argument("--jobs", type=int, default=1, help="parallel compile jobs")
-    ap.add_argument("--data-dir", default=os.path.join(ROOT, "out", "report"))
+    ap.add_argument("--data-dir", default="",
+                    help="default out/report/, out/report-pypi/ with --libtorch pypi")
     ap.add_argument("--docs-dir", default=os.path.join(ROOT, "docs"))
     ap.add_argument("--no-build", action="store_true", help="use the programs already built")
     ap.add_argument("--skip-peers", action="store_true")
@@ -1101,15 +1292,25 @@ def main():
     a = ap.parse_args()
     if a.full and a.smoke:
         ap.error("--full and --smoke exclude each other")
+    global PY
+    if a.libtorch == "pypi":
+        if not os.access(VENV_PY, os.X_OK):
+            ap.error(f"--libtorch pypi: no {VENV_PY}; run ANODE_LIBTORCH=pypi ANODE_PEERS=1 bash "
+                     "scripts/setup.sh")
+        PY = VENV_PY
+    suffix = "-pypi" if a.libtorch == "pypi" else ""
+    a.build_dir = a.build_dir or os.path.join(ROOT, "build-report" + suffix)
+    a.data_dir = a.data_dir or os.path.join(ROOT, "out", "report" + suffix)
     t0 = time.time()
     started = datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M")
     load_before = os.getloadavg()[0]
     os.makedirs(a.data_dir, exist_ok=True)
     os.makedirs(a.docs_dir, exist_ok=True)
     if not a.reuse:
-        for var in ("ANODE_TORCHDIFFEQ_PATH", "ANODE_OFFICIAL_PATH"):
-            if not os.environ.get(var):
-                log(f"{var} is not set: that peer will be skipped (see benchmarks/python/README.md)")
+        log(f"peers' Python: {PY}")
+        if not os.environ.get("ANODE_OFFICIAL_PATH"):
+            log("ANODE_OFFICIAL_PATH is not set: the official ANODE code will be skipped (see "
+                "benchmarks/python/README.md)")
         heap_lib = None
         if a.no_build:
             hits = glob.glob(os.path.join(a.build_dir, "**", "libheapcount.so"), recursive=True)
@@ -1117,11 +1318,13 @@ def main():
             if heap_lib is None:
                 raise SystemExit("--no-build: no libheapcount.so under " + a.build_dir)
         else:
-            heap_lib = build(a.build_dir, a.jobs)
+            heap_lib = build(a.build_dir, a.jobs, a.libtorch)
         if not a.skip_benches:
             run_benches(a, a.build_dir, heap_lib, a.data_dir)
         if not a.skip_peers:
             run_peers(a, a.build_dir, heap_lib, a.data_dir)
+        if not a.skip_mlp:
+            run_mlp(a, a.build_dir, a.data_dir)
     run_file = os.path.join(a.data_dir, "run.json")
     if a.reuse and os.path.isfile(run_file):
         with open(run_file) as f:
@@ -1129,12 +1332,14 @@ def main():
         started, elapsed, load_before, load_after = (r["started"], r["elapsed_s"],
                                                      r["load_before"], r["load_after"])
         a.full, a.smoke, a.threads = r["full"], r["smoke"], r["threads"]
+        a.libtorch = r.get("libtorch", "debian")
         a.device = r.get("device", "cpu")
     else:
         elapsed, load_after = time.time() - t0, os.getloadavg()[0]
         with open(run_file, "w") as f:
             json.dump(dict(started=started, elapsed_s=elapsed, load_before=load_before,
                            load_after=load_after, full=a.full, smoke=a.smoke, threads=a.threads,
+                           libtorch=a.libtorch,
                            device=a.device),
                       f, indent=1)
     write_report(a, a.data_dir, a.docs_dir, started, elapsed, load_before, load_after)
