@@ -1087,8 +1087,10 @@ def plots_and_sections(a, data, docs):
         sections[7] = "\n".join(sec)
     # ---------------- 8. what changed from the baseline run
     sec = []
+    # Only a run of the same grid compares (the baselines are quick-grid runs).
+    same_grid = not a.smoke and not a.full
     base_md = getattr(a, "baseline_md", "")
-    if base_md and os.path.isfile(base_md):
+    if same_grid and base_md and os.path.isfile(base_md):
         bver, bpeers = read_baseline_md(base_md)
         cur = {(k, nt): r for (k, nt), r in by.items()}
         rows = []
@@ -1105,7 +1107,7 @@ def plots_and_sections(a, data, docs):
                                  "now / then", f"peak heap MiB, {bver}", "peak heap MiB, now"],
                                 rows) + "\n")
     base_mlp = getattr(a, "baseline_mlp", "")
-    if mrows and base_mlp and os.path.isfile(base_mlp):
+    if same_grid and mrows and base_mlp and os.path.isfile(base_mlp):
         _m, brows = read_csv(base_mlp)
         brows = [r for r in brows if r.get("status") == "ok" and r.get("batch") == 256 and
                  r.get("blas", "openblas") == "openblas"]
@@ -1196,7 +1198,8 @@ def write_report(a, data, docs, started, elapsed, load_before, load_after):
              (" --smoke" if a.smoke else "") +
              (f" --threads {a.threads}" if a.threads != 1 else "") + "\n```\n",
              f"(grid: {'full' if a.full else 'smoke' if a.smoke else 'quick'}; "
-             f"{elapsed / 60:.1f} minutes including the build; raw CSVs in out/report/).\n"]
+             f"{elapsed / 60:.1f} minutes including the build; raw CSVs in "
+             f"{os.path.relpath(data, ROOT)}/).\n"]
     if a.smoke:
         lines.append("> **Smoke run**: tiny problems that only check the pipeline. None of these "
                      "figures is a measurement of the benchmark configurations.\n")
@@ -1210,6 +1213,7 @@ def write_report(a, data, docs, started, elapsed, load_before, load_after):
             ["load average (1 min) before / after", f"{load_before:.2f} / {load_after:.2f}"],
             ["LibTorch (C++)", info.get("libtorch", "?")], ["BLAS", info.get("blas", "?")],
             ["compiler / build", f"{info.get('compiler', '?')} / {info.get('build', '?')}"],
+            ["C++ flags of the build (CMake cache)", cxx_flags(a.build_dir)],
             ["CUDA", info.get("cuda", "?")],
             ["Python / torch", f"{info.get('python', '?')} / {info.get('python torch', '?')}"],
             ["torchdiffeq", info.get("torchdiffeq", info.get("torchdiffeq-adjoint", "not run"))],
@@ -1248,6 +1252,18 @@ def write_report(a, data, docs, started, elapsed, load_before, load_after):
     with open(os.path.join(docs, "benchmarks.md"), "w") as f:
         f.write("\n".join(lines))
     log(f"wrote {os.path.join(docs, 'benchmarks.md')}")
+
+
+def cxx_flags(build_dir):
+    """CMAKE_BUILD_TYPE and its flags as the benchmark programs' build cached them."""
+    cache, out = os.path.join(build_dir, "CMakeCache.txt"), {}
+    if os.path.isfile(cache):
+        with open(cache) as f:
+            for line in f:
+                k, _, v = line.rstrip("\n").partition("=")
+                out[k.split(":")[0]] = v
+    bt = out.get("CMAKE_BUILD_TYPE", "?")
+    return f"{bt}: `{out.get('CMAKE_CXX_FLAGS_' + bt.upper(), '?')}`" if out else "?"
 
 
 def read_version():
