@@ -24,7 +24,9 @@ class Cli {
   Cli(const std::string& description, const std::string& program) : app(description, program) {
     app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     app.add_flag("--full", full, "the full grid (defaults marked 'full:')");
-    app.add_flag("--quick", "the quick grid (the default)");
+    // (A description as the second argument is ambiguous under C++20 in CLI11 2.1, which
+    // LibTorch 2.x's C++20 brings: is_constructible<const char[N], long> holds there.)
+    app.add_flag("--quick")->description("the quick grid (the default)");
   }
 
   /// `--name`: a value or a comma-separated list (a std::vector), its default what `value` holds.

@@ -5,17 +5,21 @@ zero_grad, forward solve, loss 0.5·mean((z(1) − target)²), backward, SGD upd
 
   torchdiffeq-rk2      torchdiffeq.odeint, method='midpoint', 100 equal steps (anode's grid)
   torchdiffeq-dopri5   torchdiffeq.odeint, method='dopri5', rtol 1e-5, atol 1e-9
+  torchode-rk2         torchode, the midpoint tableau, fixed step 1/100 (peer_torchode.py)
+  torchode-dopri5      torchode's Dopri5 and IntegralController, rtol 1e-5, atol 1e-9
   torch-rk2            a hand-written midpoint loop, plain autograd (what Backprop does)
 
 Weights and data are anode::bench's deterministic ones (common.py), so both languages train the
 very same network. Prints one JSON object per implementation: the median step time over
 --repeats timed steps after --warmup, and the function evaluations of one step's forward and
-backward. torchdiffeq comes from ANODE_TORCHDIFFEQ_PATH (see README.md here); without it the
-torchdiffeq rows say "skipped".
+backward. torchdiffeq and torchode come from ANODE_TORCHDIFFEQ_PATH / ANODE_TORCHODE_PATH when
+set, else from this interpreter's packages (pip, see README.md here); without them their rows say
+"skipped".
 
     /usr/bin/python3 benchmarks/python/mlp_peers.py --impl torchdiffeq-rk2,torch-rk2 --threads 1
 """
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -27,8 +31,9 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import peer_torchode  # noqa: E402
 
-IMPLS = ("torchdiffeq-rk2", "torchdiffeq-dopri5", "torch-rk2")
+IMPLS = ("torchdiffeq-rk2", "torchdiffeq-dopri5", "torchode-rk2", "torchode-dopri5", "torch-rk2")
 
 
 class Mlp(nn.Module):
@@ -54,11 +59,19 @@ def solver(impl, args):
                 z = z + dt * f(t + 0.5 * dt, z + (0.5 * dt) * f(t, z))
             return z
         return loop
-    path = os.environ.get("ANODE_TORCHDIFFEQ_PATH", "")
-    if not path or not os.path.isdir(path):
+    module = impl.split("-")[0]
+    path = os.environ.get(f"ANODE_{module.upper()}_PATH", "")
+    if path and os.path.isdir(path):
+        sys.path.insert(0, path)
+    try:
+        peer = importlib.import_module(module)
+    except ImportError:
         return None
-    sys.path.insert(0, path)
-    import torchdiffeq
+    if module == "torchode":
+        if impl == "torchode-rk2":
+            return peer_torchode.make_solve(peer, "midpoint", nt=args.steps)
+        return peer_torchode.make_solve(peer, "dopri5", rtol=args.rtol, atol=args.atol)
+    torchdiffeq = peer
     t = torch.tensor([0.0, 1.0])
     if impl == "torchdiffeq-rk2":
         nt = args.steps
@@ -75,11 +88,17 @@ def solver(impl, args):
 
 def measure(impl, args):
     row = dict(impl=impl, threads=torch.get_num_threads(), batch=args.batch, steps=args.steps,
-               rtol=args.rtol, atol=args.atol, status="ok")
+               rtol=args.rtol, atol=args.atol, status="ok", torch=torch.__version__,
+               python=sys.version.split()[0])
     solve = solver(impl, args)
     if solve is None:
-        row["status"] = "skipped: ANODE_TORCHDIFFEQ_PATH is not set"
+        peer = impl.split("-")[0]
+        row["status"] = (f"skipped: {peer} is not installed in {sys.executable} and "
+                         f"ANODE_{peer.upper()}_PATH is not set")
         return row
+    module = sys.modules.get(impl.split("-")[0])
+    if module is not None and impl != "torch-rk2":
+        row["peer_version"] = getattr(module, "__version__", "unknown")
     torch.manual_seed(0)
     f = Mlp(2, args.hidden)
     common.det_init(f, 1)

@@ -6,11 +6,15 @@ explicit midpoint, N_t steps on [0, 1]) in one Python implementation:
   torch-backprop       plain autograd through a hand-written midpoint loop (PyTorch eager)
   torchdiffeq          torchdiffeq.odeint, method='midpoint' on the same fixed grid
   torchdiffeq-adjoint  torchdiffeq.odeint_adjoint (reverse-time adjoint, same method and grid)
+  torchode             torchode's AutoDiffAdjoint, midpoint tableau, fixed step 1/N_t
+                       (peer_torchode.py)
   anode-official       the official ANODE code (amirgholami/anode): odesolver_adjoint, 'RK2'
 
-The peers are not vendored: their source trees are found through environment variables
-(ANODE_TORCHDIFFEQ_PATH, ANODE_OFFICIAL_PATH: the directory holding the package); an
-implementation whose tree is absent is skipped, with a row saying so.
+The peers are not vendored. torchdiffeq and torchode come from this interpreter (pip-installed into
+.venv/ by `ANODE_LIBTORCH=pypi ANODE_PEERS=1 bash scripts/setup.sh`), or from the source tree an
+environment variable names (ANODE_TORCHDIFFEQ_PATH, ANODE_TORCHODE_PATH, ANODE_OFFICIAL_PATH: the
+directory holding the package), which wins when set; the official ANODE code only from its tree.
+An implementation that cannot be imported is skipped, with a row saying so.
 
 Same weights, data, loss, SGD step, timing rule and (under LD_PRELOAD=libheapcount.so) heap meter
 as the C++ side. Writes one CSV (bench_peers.cpp's columns, one row per N_t) and, with --grad-dir,
@@ -25,6 +29,8 @@ figures are then the process's, so scripts/report.py runs one N_t per process on
 """
 import argparse
 import csv
+import importlib
+import importlib.metadata
 import os
 import statistics
 import sys
@@ -35,10 +41,14 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import peer_torchode  # noqa: E402
 
-IMPLS = ("torch-backprop", "torchdiffeq", "torchdiffeq-adjoint", "anode-official")
+IMPLS = ("torch-backprop", "torchdiffeq", "torchdiffeq-adjoint", "torchode", "anode-official")
 ENV = {"torchdiffeq": "ANODE_TORCHDIFFEQ_PATH", "torchdiffeq-adjoint": "ANODE_TORCHDIFFEQ_PATH",
-       "anode-official": "ANODE_OFFICIAL_PATH"}
+       "torchode": "ANODE_TORCHODE_PATH", "anode-official": "ANODE_OFFICIAL_PATH"}
+# Peers that may also come from the interpreter's own packages (pip), by module name.
+INSTALLED = {"torchdiffeq": "torchdiffeq", "torchdiffeq-adjoint": "torchdiffeq",
+             "torchode": "torchode"}
 COLUMNS = ["impl", "mode", "method", "L", "nt", "dtype", "threads", "warmup", "repeats", "step_ms",
            "step_ms_q25", "step_ms_q75", "fwd_ms", "bwd_ms", "tensor_peak_bytes",
            "heap_peak_bytes", "max_rss_bytes", "rhs_evals_fwd", "rhs_evals_bwd", "grad_file",
@@ -72,21 +82,30 @@ PEER_META = {}
 
 
 def import_peer(impl):
-    """Imports a peer from the tree its environment variable names; raises Skip when absent."""
+    """Imports a peer, from the tree its environment variable names or else (torchdiffeq,
+    torchode) from this interpreter's packages; raises Skip when neither has it."""
     var = ENV.get(impl)
     if var is None:
         return None
     path = os.environ.get(var, "")
-    if not path:
+    module = INSTALLED.get(impl)
+    if path:
+        if not os.path.isdir(path):
+            raise Skip(f"skipped: {var}={path} is not a directory")
+        sys.path.insert(0, path)
+        PEER_META.update(peer_path=path, peer_revision=peer_revision(path))
+    elif module is None:
         raise Skip(f"skipped: {var} is not set")
-    if not os.path.isdir(path):
-        raise Skip(f"skipped: {var}={path} is not a directory")
-    sys.path.insert(0, path)
-    PEER_META.update(peer_path=path, peer_revision=peer_revision(path))
-    if impl.startswith("torchdiffeq"):
-        import torchdiffeq
-        PEER_META["peer_version"] = getattr(torchdiffeq, "__version__", "unknown")
-        return torchdiffeq
+    if module is not None:
+        try:
+            peer = importlib.import_module(module)
+        except ImportError:
+            raise Skip(f"skipped: {module} is not installed in {sys.executable} and {var} is "
+                       "not set") from None
+        PEER_META.setdefault("peer_path", os.path.dirname(os.path.dirname(peer.__file__)))
+        PEER_META["peer_version"] = (getattr(peer, "__version__", "") or
+                                     importlib.metadata.version(module))
+        return peer
     import anode as official  # the official code's package is also called 'anode'
     if not hasattr(official, "odesolver_adjoint"):
         raise Skip(f"skipped: {path} does not hold the official ANODE code (no odesolver_adjoint)")
@@ -120,6 +139,8 @@ def make_solver(impl, peer, nt, dtype, device):
 
         return lambda f, z: solve(f, z, t, method="midpoint",
                                   options=dict(grid_constructor=grid))[-1]
+    if impl == "torchode":
+        return peer_torchode.make_solve(peer, "midpoint", nt=nt)
     if impl == "anode-official":
         opts = {"Nt": nt, "method": "RK2"}
         return lambda f, z: peer.odesolver_adjoint(f, z, opts)

@@ -32,6 +32,36 @@ class Statistics(unittest.TestCase):
         self.assertEqual(common.repeats_for(0.0, 1, 7, 3.0), 7)
 
 
+class TorchodePeer(unittest.TestCase):
+    """peer_torchode's midpoint tableau on torchode's fixed step is anode's RK2: the same N_t
+    steps (RHS evaluations), the same solution and gradients as the hand-written midpoint loop."""
+
+    def setUp(self):
+        try:
+            import torchode
+        except ImportError:
+            self.skipTest("torchode is not installed in this interpreter")
+        self.to = torchode
+
+    def test_midpoint_matches_the_hand_written_loop(self):
+        import peer_torchode
+        for nt in (2, 8):
+            grads, outs = [], []
+            for solve in (peer_torchode.make_solve(self.to, "midpoint", nt=nt),
+                          lambda f, z, nt=nt: peers.midpoint_loop(f, z, nt)):
+                torch.manual_seed(0)
+                f = common.ConvRHS(4).double()
+                z = torch.randn(3, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+                y = solve(f, z)
+                self.assertEqual(f.nfe, 2 * nt)
+                y.pow(2).sum().backward()
+                outs.append(y.detach())
+                grads.append(torch.cat([z.grad.reshape(-1)] +
+                                       [p.grad.reshape(-1) for p in f.parameters()]))
+            self.assertTrue(torch.allclose(outs[0], outs[1], rtol=1e-12, atol=1e-12))
+            self.assertTrue(torch.allclose(grads[0], grads[1], rtol=1e-10, atol=1e-12))
+
+
 class DeterministicModel(unittest.TestCase):
     def test_values_follow_the_formula(self):
         v = common.det_values((2, 3), 4, 0.5, torch.float64).reshape(-1)
