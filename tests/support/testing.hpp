@@ -164,6 +164,15 @@ inline std::vector<torch::Tensor> grads_of(const torch::Tensor& loss,
   return torch::autograd::grad({loss}, inputs, {}, false, false, true);
 }
 
+/// Whether two lists of tensors are equal element for element (same sizes, bit for bit).
+inline bool all_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (!torch::equal(a[i], b[i])) return false;
+  }
+  return true;
+}
+
 /// Gradients of sum(block(x)^2) with respect to x and the block's parameters, in that order.
 template <typename Holder>
 std::vector<torch::Tensor> input_and_parameter_grads(Holder& block, const torch::Tensor& x) {

@@ -20,6 +20,8 @@
 
 #include <unistd.h>
 
+using anode_test::all_equal;
+
 namespace {
 
 /// y = W x + b with W 3x4: one step of SGD on sum(y) * k.
@@ -40,13 +42,6 @@ struct Problem {
     return out;
   }
 };
-
-bool all_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (!torch::equal(a[i], b[i])) return false;
-  return true;
-}
 
 /// One scaled step of `p` (the loss times `k`); returns whether it was taken.
 bool scaled_step(Problem& p, cifar::GradScaler& scaler, double k = 1.0) {

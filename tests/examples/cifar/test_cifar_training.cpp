@@ -29,6 +29,8 @@
 namespace fs = std::filesystem;
 using cifar::Kind;
 
+using anode_test::all_equal;
+
 namespace {
 
 cifar::ModelSpec spec(const std::string& network, double width, int64_t classes = 10,
@@ -46,13 +48,6 @@ std::vector<torch::Tensor> snapshot(const torch::nn::Module& m) {
   for (const auto& p : m.parameters()) out.push_back(p.detach().clone());
   for (const auto& b : m.buffers()) out.push_back(b.detach().clone());
   return out;
-}
-
-bool all_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (!torch::equal(a[i], b[i])) return false;
-  return true;
 }
 
 /// A fresh temporary directory per test with a small synthetic CIFAR-10 in it.

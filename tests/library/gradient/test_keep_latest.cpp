@@ -58,14 +58,6 @@ std::vector<torch::Tensor> pass(Chain& net, const torch::Tensor& x0) {
   return out;
 }
 
-bool all_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (!torch::equal(a[i], b[i])) return false;
-  }
-  return true;
-}
-
 /// What one odeint solve of `f` from `z0` gave: the gradients of the loss with respect to f's
 /// parameters and z0, and the solve's statistics. The loss is sum(z(t1)^2) for a lone solve and
 /// sum_i i * z(t_i)^2 for a trajectory (`t` defined).
