@@ -11,8 +11,8 @@
 # Stages, in this order (the measurements nobody can make without a GPU come first; the rest of
 # the build and the CPU-heavy suite last, so that a slow build cannot cost the GPU figures):
 #   configure    CMake, Ninja, Release, -DCMAKE_PREFIX_PATH=<torch.utils.cmake_prefix_path>
-#   build-first  test_cuda, test_usage, bench_peers, anode-cifar (all cores)
-#   test-cuda    tests/test_cuda and test_usage's Cuda tests on the GPU        -> test_cuda.log
+#   build-first  test_cuda, test_library, bench_peers, anode-cifar (all cores)
+#   test-cuda    tests/test_cuda and test_library's Cuda tests on the GPU      -> test_cuda.log
 #                (results as GoogleTest JSON: gpu-check/tests/test_cuda.json, test_usage_cuda.json)
 #   peers        bench_peers --device cuda: the peers network (4 conv ODE blocks, 32 channels,
 #                batch 8, 32x32, RK2) at N_t 2/8/32 for backprop, anode, anode-k4, adjoint:
@@ -126,7 +126,7 @@ exe() {  # the path of a built program, or nothing
 stage_cuda_tests() {
   local tc tu rc=0
   tc="$(exe test_cuda)"
-  tu="$(exe test_usage)"
+  tu="$(exe test_library)"
   [[ -n "$tc" ]] || {
     echo "test_cuda was not built (see build.log)"
     return 1
@@ -432,7 +432,7 @@ build_targets() {  # stage cap [targets...]
 
 if [[ $configured == 1 ]] && want build-first; then
   first=(bench_peers anode-cifar)
-  if [[ $have_tests == 1 ]]; then first=(test_cuda test_usage "${first[@]}"); fi
+  if [[ $have_tests == 1 ]]; then first=(test_cuda test_library "${first[@]}"); fi
   build_targets build-first 360 "${first[@]}" || true
 fi
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The test command: installs dependencies, configures, builds everything (library, tests,
-# examples, benchmarks) and runs the whole test suite with CTest.
+# The test command: installs dependencies, configures, builds the tests and the examples and runs
+# the whole test suite with CTest. The benchmark programs (which no test runs) are left out here;
+# .ci/run builds them in its LibTorch 2.15 job, and `cmake --build build` after configuring without
+# -DANODE_BUILD_BENCHMARKS=OFF builds them too.
 #   bash scripts/test.sh            # build dir: build/
 #   BUILD_DIR=out bash scripts/test.sh
 #   ANODE_TEST_OPT=-O3 bash scripts/test.sh   # optimisation level of the build (default -O1)
@@ -17,7 +19,8 @@ jobs="${JOBS:-$(nproc)}"
 opt="${ANODE_TEST_OPT:--O1}"
 
 ANODE_SETUP_EXTRAS=0 bash scripts/setup.sh
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release "-DCMAKE_CXX_FLAGS_RELEASE=$opt -DNDEBUG"
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release "-DCMAKE_CXX_FLAGS_RELEASE=$opt -DNDEBUG" \
+      -DANODE_BUILD_BENCHMARKS=OFF
 cmake --build "$build" -j "$jobs"
 cd "$build"
 # headers.self_contained (each header compiled alone) is .ci/run's: minutes of compiling.

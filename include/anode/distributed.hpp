@@ -40,6 +40,7 @@
 #endif
 #include <torch/nn/module.h>
 #include <torch/types.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <chrono>
@@ -52,6 +53,16 @@
 
 namespace anode {
 namespace dist {
+
+/// The communicator type that Gloo and NCCL implement: c10d::ProcessGroup itself before
+/// LibTorch 2.0; from 2.0 on a c10d::Backend, which a ProcessGroup dispatches to by device. The
+/// collectives used here (allreduce, allgather, broadcast) have the same signatures on both, so
+/// anode talks to the backend directly.
+#if TORCH_VERSION_MAJOR >= 2
+using Communicator = c10d::Backend;
+#else
+using Communicator = c10d::ProcessGroup;
+#endif
 
 /// Where this process stands in the run, as torchrun and cluster schedulers say it.
 struct Environment {
@@ -127,8 +138,8 @@ struct GroupOptions {
 class Group : public StatsGroup {
  public:
   Group(Environment env, std::string backend, c10::Device device, std::chrono::milliseconds timeout,
-        c10::intrusive_ptr<c10d::Store> store, c10::intrusive_ptr<c10d::ProcessGroup> grads,
-        c10::intrusive_ptr<c10d::ProcessGroup> stats)
+        c10::intrusive_ptr<c10d::Store> store, c10::intrusive_ptr<Communicator> grads,
+        c10::intrusive_ptr<Communicator> stats)
       : env_(std::move(env)),
         backend_(std::move(backend)),
         device_(device),
@@ -144,8 +155,8 @@ class Group : public StatsGroup {
   const std::string& backend() const { return backend_; }
   c10::Device device() const { return device_; }
   std::chrono::milliseconds timeout() const { return timeout_; }
-  c10d::ProcessGroup& grads() { return *grads_; }
-  c10d::ProcessGroup& stats() { return *stats_; }
+  Communicator& grads() { return *grads_; }
+  Communicator& stats() { return *stats_; }
 
   /// Waits for `work`; a failure or the timeout raises an error naming this rank and `what`.
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what) const {
@@ -206,7 +217,7 @@ class Group : public StatsGroup {
   c10::Device device_;
   std::chrono::milliseconds timeout_;
   c10::intrusive_ptr<c10d::Store> store_;
-  c10::intrusive_ptr<c10d::ProcessGroup> grads_, stats_;
+  c10::intrusive_ptr<Communicator> grads_, stats_;
 };
 
 namespace detail {
@@ -215,8 +226,8 @@ inline bool is_loopback(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
 }
 
-inline c10::intrusive_ptr<c10d::ProcessGroup> make_gloo(
-    const c10::intrusive_ptr<c10d::Store>& store, const Environment& env, const GroupOptions& o) {
+inline c10::intrusive_ptr<Communicator> make_gloo(const c10::intrusive_ptr<c10d::Store>& store,
+                                                  const Environment& env, const GroupOptions& o) {
   auto opts = c10d::ProcessGroupGloo::Options::create(o.timeout());
   // Which interface Gloo binds: GLOO_SOCKET_IFNAME as PyTorch reads it; the loopback for a
   // single-host run on 127.0.0.1; else this host's name (falling back to the loopback).
@@ -233,9 +244,9 @@ inline c10::intrusive_ptr<c10d::ProcessGroup> make_gloo(
                                                      static_cast<int>(env.world_size), opts);
 }
 
-inline c10::intrusive_ptr<c10d::ProcessGroup> make_group(
-    const std::string& backend, const c10::intrusive_ptr<c10d::Store>& store,
-    const Environment& env, const GroupOptions& o) {
+inline c10::intrusive_ptr<Communicator> make_group(const std::string& backend,
+                                                   const c10::intrusive_ptr<c10d::Store>& store,
+                                                   const Environment& env, const GroupOptions& o) {
   if (backend == "gloo") return make_gloo(store, env, o);
 #ifdef ANODE_WITH_NCCL
   auto opts = c10d::ProcessGroupNCCL::Options::create();
@@ -673,7 +684,9 @@ class DataParallel {
   std::shared_ptr<torch::nn::Module> module_;
   DataParallelOptions options_;
   std::shared_ptr<detail::ReducerState> state_;
-  std::vector<std::pair<std::shared_ptr<torch::autograd::Node>, uintptr_t>> hooks_;
+  // std::shared_ptr<Node> before LibTorch 2.1, c10::intrusive_ptr<Node> since.
+  using NodePtr = decltype(torch::autograd::impl::grad_accumulator(std::declval<torch::Tensor>()));
+  std::vector<std::pair<NodePtr, uintptr_t>> hooks_;
 };
 
 }  // namespace dist

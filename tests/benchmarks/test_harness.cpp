@@ -24,6 +24,8 @@
 #include <string>
 #include <vector>
 
+namespace test_harness {
+
 namespace ab = anode::bench;
 
 // ---------------------------------------------------------------- timing statistics
@@ -534,3 +536,5 @@ TEST(HarnessNetwork, ChainCountsEvaluationsAndFlattensGradients) {
   EXPECT_EQ(s2.evals_backward, 2 * 3 * 2);  // Anode re-runs each block once in backward
   EXPECT_TRUE(torch::allclose(ab::flat_parameter_grads(net->parameters()), g, 1e-5, 1e-6));
 }
+
+}  // namespace test_harness

@@ -5,6 +5,8 @@
 #include "support/testing.hpp"
 #include "support/trajectories.hpp"
 
+namespace test_adaptive {
+
 using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
@@ -117,3 +119,5 @@ TEST(TrajectoryErrors, BadTolerancesAndLimits) {
       },
       {"error estimate is not finite", "at t = "}));
 }
+
+}  // namespace test_adaptive

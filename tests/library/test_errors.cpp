@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+namespace test_errors {
+
 using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
@@ -376,3 +378,5 @@ TEST_F(Seeded, ErrorDuringBackwardRestoresRngAndBuffers) {
   }
   expect_usable();
 }
+
+}  // namespace test_errors

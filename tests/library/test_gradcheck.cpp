@@ -11,6 +11,8 @@
 #include "support/testing.hpp"
 #include "support/trajectories.hpp"
 
+namespace test_gradcheck {
+
 using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
@@ -107,3 +109,5 @@ TEST(GradientCheck, ReportsExactnessAndFindsProblems) {
       },
       {"float64"}));
 }
+
+}  // namespace test_gradcheck

@@ -3,6 +3,8 @@
 
 #include "support/testing.hpp"
 
+namespace test_gradients {
+
 using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
@@ -184,3 +186,5 @@ TEST_F(Seeded, OneEulerStepIsAResidualBlock) {
   torch::NoGradGuard no_grad;
   EXPECT_TRUE(torch::allclose(block->forward(x), x + block->func()->forward(x), 0, 0));
 }
+
+}  // namespace test_gradients

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <vector>
 
+namespace test_integrate {
+
 using namespace anode_test;
 using anode::Method;
 
@@ -85,3 +87,5 @@ TEST(Integrate, CheckFiniteNamesTheStep) {
   EXPECT_TRUE(throws_mentioning([&] { s.integrate(torch::ones({1}, torch::kDouble), 0, 10); },
                                 {"non-finite", "after step 6 of 10"}));
 }
+
+}  // namespace test_integrate

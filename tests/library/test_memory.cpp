@@ -6,6 +6,8 @@
 
 #include <anode/memory.hpp>
 
+namespace test_memory {
+
 using namespace anode_test;
 using anode::Gradient;
 
@@ -221,3 +223,5 @@ TEST(PeakScopeContract, CudaScopeInACpuBuildIsAnError) {
                                 {"ANODE_WITH_CUDA"}));
 }
 #endif
+
+}  // namespace test_memory

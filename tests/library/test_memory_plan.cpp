@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+namespace test_memory_plan {
+
 using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
@@ -290,3 +292,5 @@ TEST(MemoryPlan, TrajectoriesFixedAndAdaptive) {
     }
   }
 }
+
+}  // namespace test_memory_plan

@@ -9,6 +9,8 @@
 
 #include "support/testing.hpp"
 
+namespace test_options {
+
 using anode::Gradient;
 using anode::Method;
 using namespace anode_test;
@@ -145,3 +147,5 @@ TEST(OptionsContract, AnodeOnlyOptionsAreRejectedWithOtherModes) {
   EXPECT_TRUE(throws_mentioning(
       [&] { opts(Method::RK2, 4).generators({at::Generator()}).validate(); }, {"generators[0]"}));
 }
+
+}  // namespace test_options

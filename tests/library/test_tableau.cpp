@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+namespace test_tableau {
+
 using namespace anode_test;
 using anode::ButcherTableau;
 using anode::Method;
@@ -420,3 +422,5 @@ TEST(Stepper, ObserverSeesEveryStateInOrder) {
   // Without an observer, the same result.
   EXPECT_TRUE(torch::equal(stepper.integrate(z0, 0, 5), zN));
 }
+
+}  // namespace test_tableau

@@ -10,6 +10,8 @@
 #include <limits>
 #include <utility>
 
+namespace test_trajectory {
+
 using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
@@ -278,3 +280,5 @@ TEST(TrajectoryErrors, BadOutputTimes) {
 
 // ---------------------------------------------------------------------------------------------
 // The gradient self-check users run on their own right-hand side.
+
+}  // namespace test_trajectory

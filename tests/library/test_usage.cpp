@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+namespace test_usage {
+
 using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
@@ -731,3 +733,5 @@ TEST_F(Seeded, CudaMatchesBackprop) {
   // The device's peak since the reset counts what was live before the scope too.
   EXPECT_GE(anode::memory::cuda_peak_bytes(0), scope.peak_bytes());
 }
+
+}  // namespace test_usage

@@ -1,2 +1,2 @@
 # The command-line parsers this program tests are built on CLI11.
-target_link_libraries(test_cifar_data PRIVATE CLI11::CLI11)
+target_link_libraries(${program} PRIVATE CLI11::CLI11)

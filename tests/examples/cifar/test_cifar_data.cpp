@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+namespace test_cifar_data {
+
 namespace fs = std::filesystem;
 using cifar::Kind;
 
@@ -890,3 +892,5 @@ TEST(CifarProgress, LineShowsLossAccuracyRateAndEta) {
   EXPECT_EQ(cifar::format_duration(65), "1m05s");
   EXPECT_EQ(cifar::format_duration(7), "7s");
 }
+
+}  // namespace test_cifar_data

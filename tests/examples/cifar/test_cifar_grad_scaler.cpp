@@ -20,6 +20,8 @@
 
 #include <unistd.h>
 
+namespace test_cifar_grad_scaler {
+
 using anode_test::all_equal;
 
 namespace {
@@ -283,3 +285,5 @@ TEST(GradScaler, PlainKernelsAgreeWithAtenOnCpuWhereAtenHasThem) {
   }
   expect_kernels_agree(torch::kCPU);
 }
+
+}  // namespace test_cifar_grad_scaler

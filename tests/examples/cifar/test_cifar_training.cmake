@@ -1,6 +1,6 @@
 # The command-line parsers this program tests are built on CLI11.
-target_link_libraries(test_cifar_training PRIVATE CLI11::CLI11)
+target_link_libraries(${program} PRIVATE CLI11::CLI11)
 # The trainer's data-parallel path, when anode found c10d and Gloo.
 if(TARGET anode::distributed)
-  target_link_libraries(test_cifar_training PRIVATE anode::distributed)
+  target_link_libraries(${program} PRIVATE anode::distributed)
 endif()

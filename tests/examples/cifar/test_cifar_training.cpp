@@ -26,6 +26,8 @@
 #include <string>
 #include <vector>
 
+namespace test_cifar_training {
+
 namespace fs = std::filesystem;
 using cifar::Kind;
 
@@ -697,3 +699,5 @@ TEST_F(CifarTraining, CheckpointRebuildsTheModelForEvaluation) {
   EXPECT_TRUE(anode_test::throws_mentioning(
       [&] { (void)(cifar::read_meta((dir / "nothing.pt").string())); }, {"not found"}));
 }
+
+}  // namespace test_cifar_training

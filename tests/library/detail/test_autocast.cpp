@@ -4,6 +4,8 @@
 
 #include "support/testing.hpp"
 
+namespace test_autocast {
+
 using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
@@ -138,3 +140,5 @@ TEST(Autocast, BackwardInsideTheAutocastRegionStillTrainsWeights) {
     EXPECT_LT(max_rel_err(g[1], g[0]), 1e-6) << "k " << k;
   }
 }
+
+}  // namespace test_autocast

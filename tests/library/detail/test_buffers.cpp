@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <vector>
 
+namespace test_buffers {
+
 namespace {
 
 using anode::detail::BufferRestore;
@@ -73,3 +75,5 @@ TEST(Buffers, RestoringBeforeABackwardThatReadsThemTripsTheVersionCheck) {
 }
 
 }  // namespace
+
+}  // namespace test_buffers

@@ -4,6 +4,8 @@
 
 #include "support/testing.hpp"
 
+namespace test_graph {
+
 using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
@@ -68,3 +70,5 @@ TEST(Closures, NonLeafParameterIsKnown) {
   auto got = grads_of(anode::odeint(f, x, opts(Method::RK2, 3), {W}).sum(), {V});
   EXPECT_LT(max_rel_err(got, want), 1e-12);
 }
+
+}  // namespace test_graph

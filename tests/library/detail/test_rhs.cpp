@@ -12,6 +12,8 @@
 
 #include "support/testing.hpp"
 
+namespace test_rhs {
+
 using anode::Gradient;
 using anode::Method;
 using namespace anode_test;
@@ -263,3 +265,5 @@ TEST(InPlace, RhsModifyingItsInputIsAnError) {
     }
   }
 }
+
+}  // namespace test_rhs

@@ -10,6 +10,8 @@
 #include <thread>
 #include <vector>
 
+namespace test_rng {
+
 namespace {
 
 using anode::detail::replayed_generators;
@@ -112,3 +114,5 @@ TEST(RngFork, SavedIsTheStateAtConstruction) {
 }
 
 }  // namespace
+
+}  // namespace test_rng

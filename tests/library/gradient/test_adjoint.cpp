@@ -4,6 +4,8 @@
 
 #include "support/testing.hpp"
 
+namespace test_adjoint {
+
 using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
@@ -118,3 +120,5 @@ TEST(AdjointEdges, RhsWithoutGraphHasZeroVjp) {
   EXPECT_TRUE(torch::allclose(b.grad(), torch::full({3}, 2.0, torch::kDouble)));
   EXPECT_TRUE(torch::allclose(x2.grad(), torch::ones_like(x2)));
 }
+
+}  // namespace test_adjoint

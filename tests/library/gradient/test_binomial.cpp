@@ -6,6 +6,8 @@
 
 #include <anode/memory.hpp>
 
+namespace test_binomial {
+
 using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
@@ -156,3 +158,5 @@ TEST_F(Seeded, MemoryBudgetChoosesCheckpoints) {
   auto gb = grads_of(b->forward(x.clone().requires_grad_()).sum(), b->parameters());
   EXPECT_LT(max_rel_err(ga, gb), 1e-12);
 }
+
+}  // namespace test_binomial

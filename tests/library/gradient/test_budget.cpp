@@ -3,14 +3,17 @@
 // pass with a budget on a CPU tensor raises an error saying what to call, and installs nothing:
 // the process-wide CPU allocator stays the one the program chose.
 //
-// BudgetWithoutMeter needs a process in which the meter was never installed: it runs first in this
-// program and also as its own CTest entry, test_budget.without_meter (test_budget.cmake).
+// BudgetWithoutMeter needs a process in which the meter was never installed: in the whole
+// program's run it skips once an earlier case has installed it; its own CTest entry,
+// test_library_gradient.without_meter (test_budget.cmake), runs it in a fresh process.
 
 #include "support/testing.hpp"
 
 #include <anode/memory.hpp>
 
 #include <c10/core/CPUAllocator.h>
+
+namespace test_budget {
 
 using namespace anode_test;
 using anode::Gradient;
@@ -38,7 +41,8 @@ constexpr int64_t kPlenty = int64_t{1} << 30;
 
 TEST(BudgetWithoutMeter, ForwardRaisesAndInstallsNothing) {
   if (anode::memory::cpu_meter_installed()) {
-    GTEST_SKIP() << "the meter is installed in this process already; run test_budget.without_meter";
+    GTEST_SKIP() << "the meter is installed in this process already; run "
+                    "test_library_gradient.without_meter";
   }
   c10::Allocator* const allocator = c10::GetCPUAllocator();
   auto block = mlp_block(budget_options(kPlenty));
@@ -75,3 +79,5 @@ TEST(BudgetWithMeter, ChoosesCheckpointsOnceTheProgramInstallsIt) {
   EXPECT_LT(max_rel_err(got, want), 1e-12);
   // (Budgets that force binomial checkpoints: test_binomial and test_memory.)
 }
+
+}  // namespace test_budget

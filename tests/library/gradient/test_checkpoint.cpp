@@ -7,6 +7,8 @@
 #include <iostream>
 #include <thread>
 
+namespace test_checkpoint {
+
 using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
@@ -286,3 +288,5 @@ TEST(Retry, BackwardAfterAFailedBackwardIsExact) {
     }
   }
 }
+
+}  // namespace test_checkpoint

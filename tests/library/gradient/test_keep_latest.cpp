@@ -12,6 +12,8 @@
 #include <memory>
 #include <vector>
 
+namespace test_keep_latest {
+
 using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
@@ -315,3 +317,5 @@ TEST_F(KeepLatest, TrainingLoopMatchesBackprop) {
   EXPECT_LT(lk.back(), lk.front());
   EXPECT_TRUE(same_state(*kept, *ref, 0.0));
 }
+
+}  // namespace test_keep_latest

@@ -12,6 +12,8 @@
 #include <random>
 #include <vector>
 
+namespace test_plan_solver {
+
 using anode::plan::CallProfile;
 using anode::plan::Choice;
 using anode::plan::Option;
@@ -140,3 +142,5 @@ TEST(PlanSolver, KeepsTheGraphOfTheCallDifferentiatedFirst) {
                                    [](const auto& d) { return d.choice == Choice::Whole; });
   EXPECT_DOUBLE_EQ(s.recompute, static_cast<double>(whole));
 }
+
+}  // namespace test_plan_solver

@@ -21,6 +21,8 @@
 #include <tuple>
 #include <vector>
 
+namespace test_schedule {
+
 namespace {
 
 namespace sch = anode::schedule;
@@ -436,3 +438,5 @@ TEST(BinomialSchedule, ToStringListsTheActions) {
 // The memory-budget planner (measured step cost) is tested in test_binomial and test_memory.
 
 }  // namespace
+
+}  // namespace test_schedule
