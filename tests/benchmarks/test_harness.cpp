@@ -212,7 +212,6 @@ TEST(HarnessTable, FormatsNumbersAndBytes) {
 
 // ---------------------------------------------------------------- flags
 
-namespace {
 // The flags of a small benchmark program, as the bench_*.cpp declare theirs.
 struct Flags {
   ab::Cli cli{"a test program", "bench"};
@@ -230,7 +229,6 @@ struct Flags {
     cli.option("--modes", modes);
   }
 };
-}  // namespace
 
 TEST(HarnessArgs, ParsesValuesListsAndSwitches) {
   const char* argv[] = {"bench", "--nt",    "2,4, 8",  "--threads=3", "--full",

@@ -16,8 +16,6 @@ using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
 
-namespace {
-
 using MLPBlock = anode::ODEBlock<MLPImpl>;
 
 const double kNaN = std::numeric_limits<double>::quiet_NaN();
@@ -53,8 +51,6 @@ struct Closure {
   torch::Tensor W = torch::eye(3, torch::kDouble).requires_grad_(true);
   torch::Tensor operator()(double, const torch::Tensor& z) const { return torch::tanh(z).mm(W); }
 };
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // Invalid options: every entry point reports them, naming the option and the value.
@@ -159,7 +155,6 @@ TEST_F(Seeded, UndefinedInput) {
 // ---------------------------------------------------------------------------------------------
 // Right-hand sides that return the wrong thing.
 
-namespace {
 // Returns dz/dt with the wrong shape, dtype, or not at all, depending on `mode`.
 struct BadRHSImpl : torch::nn::Module {
   explicit BadRHSImpl(std::string m)
@@ -175,7 +170,6 @@ struct BadRHSImpl : torch::nn::Module {
   std::string mode;
 };
 TORCH_MODULE(BadRHS);
-}  // namespace
 
 TEST_F(Seeded, RHSReturningAnotherShapeOrDtype) {
   // Float state: a dtype change to double is a mistake the solver must not paper over.
@@ -220,7 +214,6 @@ TEST_F(Seeded, RHSReturningAnotherShapeOrDtype) {
 // ---------------------------------------------------------------------------------------------
 // check_finite.
 
-namespace {
 // dz/dt = -z until evaluation number `first_bad` (0-based), then z * poison.
 struct PoisonImpl : torch::nn::Module {
   PoisonImpl(int64_t first_bad_eval, double poison_value)
@@ -234,7 +227,6 @@ struct PoisonImpl : torch::nn::Module {
   int64_t calls = 0;
 };
 TORCH_MODULE(Poison);
-}  // namespace
 
 TEST_F(Seeded, CheckFiniteNamesTheStep) {
   auto x = torch::randn({2, 3}, torch::kDouble) + 3.0;
@@ -330,7 +322,6 @@ TEST_F(Seeded, MemoryBudgetTooSmallForOneCheckpoint) {
 // An error in the middle of a backward pass leaves the caller's RNG stream and the BatchNorm
 // buffers as they were, and the modules usable.
 
-namespace {
 struct FlakyImpl : torch::nn::Module {
   FlakyImpl()
       : fc(register_module("fc", torch::nn::Linear(3, 3))),
@@ -350,7 +341,6 @@ torch::Tensor cpu_rng_state() {
   std::lock_guard<std::mutex> lock(gen.mutex());
   return gen.get_state();
 }
-}  // namespace
 
 TEST_F(Seeded, ErrorDuringBackwardRestoresRngAndBuffers) {
   auto x = torch::randn({5, 3}, torch::kDouble);

@@ -17,8 +17,6 @@ using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
 
-namespace {
-
 /// f(z) = W dropout(tanh(z)), the dropout mask drawn from the module's own generator (named in
 /// the options, so that Anode replays it).
 struct DropoutMLPImpl : torch::nn::Module {
@@ -34,8 +32,6 @@ struct DropoutMLPImpl : torch::nn::Module {
   at::Generator gen;
 };
 TORCH_MODULE(DropoutMLP);
-
-}  // namespace
 
 // Every option only Anode accepts, set together (in the two sets that may go together), with an
 // RHS that draws random numbers: the check runs and finds Anode exact, also against finite

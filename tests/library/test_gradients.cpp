@@ -9,8 +9,6 @@ using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
 
-namespace {
-
 // A network of L ODE blocks with other layers in between: conv stem -> [ODE block -> BN/ReLU
 // or 1x1 conv] x L -> pooled linear head. Built twice from the same seed so two gradient modes can
 // be compared parameter by parameter.
@@ -58,8 +56,6 @@ Result run(Net& net, const torch::Tensor& x, Gradient g, uint64_t seed = 7) {
   for (auto& p : net->parameters()) inputs.push_back(p);
   return {grads_of(loss, inputs), y.detach()};
 }
-
-}  // namespace
 
 class AnodeMatchesBackprop : public Seeded,
                              public ::testing::WithParamInterface<std::tuple<Method, bool>> {};

@@ -12,8 +12,6 @@ namespace test_integrate {
 using namespace anode_test;
 using anode::Method;
 
-namespace {
-
 /// z(1) of dz/dt = -z + sin(t) from z(0) = 1 with `n` steps of `m`, and its exact value.
 double solve_scalar(Method m, int64_t n) {
   const anode::RHS f = [](double t, const torch::Tensor& z) { return -z + std::sin(t); };
@@ -24,8 +22,6 @@ double exact_scalar() {
   // z = (sin t - cos t)/2 + (3/2) e^{-t}
   return (std::sin(1.0) - std::cos(1.0)) / 2 + 1.5 * std::exp(-1.0);
 }
-
-}  // namespace
 
 // Halving the step divides the error by 2^order: Euler 1, RK2 2, RK4 4.
 TEST(Integrate, FixedStepMethodsConvergeAtTheirOrder) {

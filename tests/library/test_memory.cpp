@@ -11,8 +11,6 @@ namespace test_memory {
 using namespace anode_test;
 using anode::Gradient;
 
-namespace {
-
 constexpr int64_t kBatch = 2, kChannels = 4, kSize = 16;
 constexpr int64_t kStateBytes = kBatch * kChannels * kSize * kSize * 4;  // float32
 
@@ -62,8 +60,6 @@ class Memory : public Seeded {
     torch::set_num_threads(1);  // oneDNN scratch buffers depend on the thread count
   }
 };
-
-}  // namespace
 
 TEST_F(Memory, MeterCountsTensorStorage) {
   const int64_t before = anode::memory::cpu_current_bytes();
@@ -141,7 +137,6 @@ TEST_F(Memory, BinomialCheckpointsAreHeldForOneBlockAtATime) {
 // backward either stays within it or the forward raises an error naming the budget and the bytes
 // it needs. The cost of a step is measured, so it holds for a conv-BN-ReLU-conv RHS (about eight
 // states per RK2 step) as for an MLP (a few hidden layers).
-namespace {
 
 struct BudgetMLPImpl : torch::nn::Module {
   BudgetMLPImpl()
@@ -172,8 +167,6 @@ int64_t budget_backward_peak(Holder rhs, const torch::Tensor& x0, int64_t budget
   y.backward(g);
   return scope.peak_bytes();
 }
-
-}  // namespace
 
 TEST_F(Memory, BudgetHoldsForConvAndMlp) {
   for (const std::string rhs : {"conv", "mlp"}) {

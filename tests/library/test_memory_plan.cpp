@@ -20,8 +20,6 @@ using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
 
-namespace {
-
 /// stem -> L ODE blocks -> head, a squared-output loss: the layers around the blocks allocate
 /// too, and the plan must budget them.
 struct NetImpl : torch::nn::Module {
@@ -107,8 +105,6 @@ class MemoryPlanBudgets : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override { anode::memory::install_cpu_meter(); }
 };
-
-}  // namespace
 
 TEST_P(MemoryPlanBudgets, EveryStepWithinBudgetAndExact) {
   const Case c = GetParam();

@@ -15,8 +15,6 @@ using anode::Gradient;
 using anode::Method;
 using namespace anode_test;
 
-namespace {
-
 // Everything only Gradient::Anode accepts, set at once (keep_latest_graph excludes binomial
 // checkpointing, so there are two such sets).
 anode::ODEBlockOptions anode_whole_block() {
@@ -36,8 +34,6 @@ anode::ODEBlockOptions anode_binomial() {
       .keep_forward_checkpoints(true)
       .generators({at::detail::createCPUGenerator(7)});
 }
-
-}  // namespace
 
 TEST(WithGradient, ResetsWhatOnlyAnodeAcceptsAndKeepsTheSolve) {
   for (const auto& o :

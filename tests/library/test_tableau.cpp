@@ -17,8 +17,6 @@ using anode::Method;
 using anode::Stepper;
 using anode::TimeGrid;
 
-namespace {
-
 // The classical order conditions up to order 4 (explicit methods, c_i = sum_j a_ij).
 std::vector<std::pair<std::string, double>> order_conditions(const ButcherTableau& t) {
   const auto s = static_cast<std::size_t>(t.stages());
@@ -102,8 +100,6 @@ const ButcherTableau& three_eighths_tableau() {
                                 {0.0, 1.0 / 3, 2.0 / 3, 1.0}};
   return t;
 }
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // Tables.

@@ -18,8 +18,6 @@ using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
 
-namespace {
-
 using MLPBlock = anode::ODEBlock<MLPImpl>;
 using ConvBlock = anode::ODEBlock<ConvRHSImpl>;
 
@@ -64,8 +62,6 @@ std::vector<double> sgd_steps(Block& block, const torch::Tensor& x, const torch:
   }
   return losses;
 }
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // Optimizers.
@@ -466,7 +462,6 @@ TEST_F(Seeded, FrozenSubmoduleGetsNoGradient) {
 // ---------------------------------------------------------------------------------------------
 // Composition: register_module, .to(dtype), clone(), printing.
 
-namespace {
 struct ClassifierImpl : torch::nn::Module {
   ClassifierImpl()
       : stem(register_module("stem", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 3, 3)))),
@@ -478,7 +473,6 @@ struct ClassifierImpl : torch::nn::Module {
   torch::nn::Linear head;
 };
 TORCH_MODULE(Classifier);
-}  // namespace
 
 TEST_F(Seeded, RegisteredInsideAUserModule) {
   Classifier net;
@@ -572,7 +566,6 @@ TEST_F(Seeded, PrintsItsOptions) {
 // ---------------------------------------------------------------------------------------------
 // Time-dependent right-hand sides: forward(double t, Tensor x) is detected and sees the right t.
 
-namespace {
 // f(t, z) = -w (1 + t) z, recording every t it is called with.
 struct ClockImpl : torch::nn::Module {
   ClockImpl() : w(register_parameter("w", torch::ones({1}, torch::kDouble))) {}
@@ -584,7 +577,6 @@ struct ClockImpl : torch::nn::Module {
   std::vector<double> times;
 };
 TORCH_MODULE(Clock);
-}  // namespace
 
 TEST_F(Seeded, TimeDependentRHSSeesTheGridTimes) {
   auto x = torch::randn({2, 2}, torch::kDouble);

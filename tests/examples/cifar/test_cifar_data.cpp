@@ -28,8 +28,6 @@ namespace test_cifar_data {
 namespace fs = std::filesystem;
 using cifar::Kind;
 
-namespace {
-
 /// A fresh temporary directory per test, removed afterwards.
 class TempDir : public ::testing::Test {
  protected:
@@ -53,8 +51,6 @@ void append_text(const fs::path& p, const std::string& text) {
   std::ofstream out(p, std::ios::app);
   out << text;
 }
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // Parsing
@@ -416,11 +412,9 @@ TEST_F(CifarDatasetTest, BatchHoldsTheRequestedImagesAndLabels) {
 // ---------------------------------------------------------------------------------------------
 // Command line and schedule
 
-namespace {
 cifar::Config parse(std::vector<std::string> a) {
   return cifar::parse_args(a);
 }
-}  // namespace
 
 TEST(CifarCli, DefaultsAreTheOfficialOnes) {
   auto c = parse({"--data", "d"});
@@ -749,8 +743,6 @@ TEST(CifarCli, ValuesAreDecimalAndTheLastOneWins) {
       {"not expected: extra"}));
 }
 
-namespace {
-
 /// The rate the optimizer holds during each step of a `c.epochs`-epoch run of `batches` batches an
 /// epoch, from step `first_step` on, with `--schedule c.schedule`.
 std::vector<double> scheduled_rates(const cifar::Config& c, int64_t batches,
@@ -774,8 +766,6 @@ cifar::Config schedule_config(const std::string& schedule, double lr, int64_t ep
   c.epochs = epochs;
   return c;
 }
-
-}  // namespace
 
 // --schedule step: the official rate (--lr, /10 after epoch 150 of 350, /10 again after 250),
 // the milestones scaled to --epochs and rounded up; every batch of an epoch has the epoch's rate.

@@ -24,8 +24,6 @@ namespace test_cifar_grad_scaler {
 
 using anode_test::all_equal;
 
-namespace {
-
 /// y = W x + b with W 3x4: one step of SGD on sum(y) * k.
 struct Problem {
   torch::nn::Linear model{4, 3};
@@ -53,8 +51,6 @@ bool scaled_step(Problem& p, cifar::GradScaler& scaler, double k = 1.0) {
   scaler.update();
   return taken;
 }
-
-}  // namespace
 
 TEST(GradScaler, AStepWithAnInfGradientIsSkippedAndHalvesTheScale) {
   torch::manual_seed(0);
@@ -213,8 +209,6 @@ TEST(GradScaler, StateRoundTripsThroughACheckpoint) {
   anode_test::remove_tree(dir);
 }
 
-namespace {
-
 /// Random gradients on `device`, some with an inf or a NaN when `bad`.
 std::vector<torch::Tensor> random_grads(const c10::Device& device, bool bad) {
   std::vector<torch::Tensor> g{torch::randn({7, 3}), torch::randn({5}), torch::randn({2, 2, 3})};
@@ -258,8 +252,6 @@ void expect_kernels_agree(const c10::Device& device) {
   // The sequence grew and backed off the scale: both branches ran.
   EXPECT_NE(scale_a.item<float>(), 65536.0f);
 }
-
-}  // namespace
 
 TEST(GradScaler, PlainKernelsAgreeWithAtenOnCuda) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";

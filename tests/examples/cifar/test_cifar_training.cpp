@@ -33,8 +33,6 @@ using cifar::Kind;
 
 using anode_test::all_equal;
 
-namespace {
-
 cifar::ModelSpec spec(const std::string& network, double width, int64_t classes = 10,
                       std::vector<int64_t> blocks = {}) {
   cifar::ModelSpec s;
@@ -108,8 +106,6 @@ class CifarTraining : public ::testing::Test {
   fs::path dir;
   cifar::Split train, test;
 };
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // Models
@@ -418,8 +414,6 @@ TEST_F(CifarTraining, OneCycleSetsTheRateOfEveryBatch) {
 // ---------------------------------------------------------------------------------------------
 // Mixed precision (--amp)
 
-namespace {
-
 /// The gradients (and names) of every parameter after one train_step of `c` on the first batch of
 /// epoch 1 (SGD's weight decay does not touch p.grad(), so they are the loss's gradients).
 struct StepGrads {
@@ -441,8 +435,6 @@ StepGrads step_grads(const cifar::Config& c, const cifar::Split& train, const ci
   }
   return g;
 }
-
-}  // namespace
 
 // --amp bf16 on the CPU: the forward pass runs under autocast, the two steps train every parameter
 // (those inside the ODE blocks too), and no loss scaler is made (bf16 has fp32's range).

@@ -10,8 +10,6 @@ using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
 
-namespace {
-
 /// A user's CPU autocast region (bf16 by default).
 struct CpuAutocast : ScopedAutocast {
   explicit CpuAutocast(c10::ScalarType dtype = torch::kBFloat16)
@@ -56,8 +54,6 @@ anode::ODEBlock<AmpConvImpl> amp_block(const anode::ODEBlockOptions& o, bool cas
   torch::manual_seed(3);
   return anode::ODEBlock<AmpConvImpl>(AmpConv(cast_back), o);
 }
-
-}  // namespace
 
 // Mixed precision: a bf16 derivative of an fp32 state is accepted under autocast, and every
 // recompute runs under the forward's autocast state, so Anode gives Backprop's gradient.

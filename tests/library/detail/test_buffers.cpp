@@ -11,8 +11,6 @@
 
 namespace test_buffers {
 
-namespace {
-
 using anode::detail::BufferRestore;
 using anode::detail::restore_buffers;
 using anode::detail::snapshot_buffers;
@@ -73,7 +71,5 @@ TEST(Buffers, RestoringBeforeABackwardThatReadsThemTripsTheVersionCheck) {
   restore_buffers(bn->buffers(), snap);
   EXPECT_THROW(y.backward(), c10::Error);
 }
-
-}  // namespace
 
 }  // namespace test_buffers

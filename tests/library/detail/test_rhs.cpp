@@ -18,8 +18,6 @@ using anode::Gradient;
 using anode::Method;
 using namespace anode_test;
 
-namespace {
-
 anode::ODEBlockOptions rk4(Gradient g = Gradient::Anode) {
   return anode::ODEBlockOptions().method(Method::RK4).steps(3).gradient(g);
 }
@@ -76,8 +74,6 @@ std::vector<torch::Tensor> gradients(const torch::Tensor& y, const torch::Tensor
   const auto w = torch::linspace(-1.0, 1.0, y.numel(), torch::kDouble).view(y.sizes());
   return anode_test::grads_of((y * w).sum(), params);
 }
-
-}  // namespace
 
 // torch::nn::Sequential, the commonest right-hand side of neural-ODE code: its variadic forward
 // must be called with the state alone (it passed (t, x) to its first Linear before).

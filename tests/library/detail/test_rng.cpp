@@ -12,8 +12,6 @@
 
 namespace test_rng {
 
-namespace {
-
 using anode::detail::replayed_generators;
 using anode::detail::RngFork;
 using anode::detail::RngState;
@@ -112,7 +110,5 @@ TEST(RngFork, SavedIsTheStateAtConstruction) {
   fork.saved().restore();
   EXPECT_TRUE(torch::equal(torch::rand({3}), inside));
 }
-
-}  // namespace
 
 }  // namespace test_rng

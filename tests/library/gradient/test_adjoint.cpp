@@ -10,8 +10,6 @@ using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
 
-namespace {
-
 template <typename Impl, typename Holder>
 std::vector<torch::Tensor> block_grads(const Holder& rhs, const torch::Tensor& x, Method m,
                                        int64_t steps, Gradient g) {
@@ -22,8 +20,6 @@ std::vector<torch::Tensor> block_grads(const Holder& rhs, const torch::Tensor& x
   for (auto& p : block->parameters()) in.push_back(p);
   return grads_of(loss, in);
 }
-
-}  // namespace
 
 TEST_F(Seeded, AdjointConvergesOnSmoothRHS) {
   MLP rhs(4, 16, "tanh");
@@ -81,7 +77,6 @@ TEST_F(Seeded, AdjointLeavesBatchNormStatisticsAlone) {
 }
 
 // A parameter the RHS never uses keeps an undefined gradient in every mode, as with Backprop.
-namespace {
 struct UnusedParamImpl : torch::nn::Module {
   UnusedParamImpl()
       : fc(register_module("fc", torch::nn::Linear(3, 3))),
@@ -91,7 +86,6 @@ struct UnusedParamImpl : torch::nn::Module {
   torch::Tensor unused;
 };
 TORCH_MODULE(UnusedParam);
-}  // namespace
 
 TEST_F(Seeded, UnusedParameterGradientStaysUndefined) {
   for (auto g : {Gradient::Backprop, Gradient::Anode, Gradient::Adjoint}) {

@@ -12,8 +12,6 @@ using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
 
-namespace {
-
 struct StepResult {
   std::vector<torch::Tensor> grads;  // input, then every parameter
   std::vector<torch::Tensor> buffers;
@@ -60,8 +58,6 @@ int64_t sweep_steps(int64_t steps, int64_t k) {
   }
   return last_store;
 }
-
-}  // namespace
 
 class BinomialExact : public Seeded, public ::testing::WithParamInterface<Method> {};
 

@@ -19,8 +19,6 @@ using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
 
-namespace {
-
 using MLPBlock = anode::ODEBlock<MLPImpl>;
 
 MLPBlock mlp_block(const anode::ODEBlockOptions& o) {
@@ -36,8 +34,6 @@ anode::ODEBlockOptions budget_options(int64_t budget) {
 
 // A budget any backward of this block fits in: the forward never refuses it as too small.
 constexpr int64_t kPlenty = int64_t{1} << 30;
-
-}  // namespace
 
 TEST(BudgetWithoutMeter, ForwardRaisesAndInstallsNothing) {
   if (anode::memory::cpu_meter_installed()) {

@@ -43,8 +43,6 @@ TEST(GradientAliasing, BinomialDoesNotWriteIntoTheIncomingGradient) {
 
 // Random numbers: replayed when they can be, an error when they were not, never silent.
 
-namespace {
-
 /// f(z) = W dropout(tanh(z)) with a hook run at each evaluation (to draw from another thread at a
 /// chosen moment) and, optionally, its own generator.
 struct NoisyImpl : torch::nn::Module {
@@ -88,8 +86,6 @@ anode::ODEBlock<NoisyImpl> noisy_block(const anode::ODEBlockOptions& o) {
 std::vector<torch::Tensor> noisy_grads(anode::ODEBlock<NoisyImpl>& b, const torch::Tensor& y) {
   return grads_of((y * y).sum(), b->parameters());
 }
-
-}  // namespace
 
 class RngReplay : public ::testing::TestWithParam<int64_t> {};
 
@@ -235,7 +231,6 @@ INSTANTIATE_TEST_SUITE_P(WholeBlockAndBinomial, RngReplay, ::testing::Values(0, 
 
 // A backward that throws can be retried once the cause is fixed.
 
-namespace {
 struct FailingImpl : torch::nn::Module {
   FailingImpl()
       : fc(register_module("fc", torch::nn::Linear(4, 4))),
@@ -251,7 +246,6 @@ struct FailingImpl : torch::nn::Module {
   int fail_after = -1;
 };
 TORCH_MODULE(Failing);
-}  // namespace
 
 TEST(Retry, BackwardAfterAFailedBackwardIsExact) {
   auto x = torch::randn({6, 4}, torch::kDouble);

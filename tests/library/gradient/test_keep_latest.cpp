@@ -18,8 +18,6 @@ using namespace anode_test;
 using anode::Gradient;
 using anode::Method;
 
-namespace {
-
 using ConvBlock = anode::ODEBlock<ConvRHSImpl>;
 
 /// The options of a solve, with or without keep_latest_graph.
@@ -97,8 +95,6 @@ anode::ODEBlockOptions dopri5(Gradient g, bool keep) {
 }
 
 class KeepLatest : public Seeded {};
-
-}  // namespace
 
 TEST_F(KeepLatest, ChainEqualsBackpropBitForBitAndOnlyTheLastBlockSkipsItsRecompute) {
   auto x = torch::randn({2, 3, 5, 5}, torch::kDouble);

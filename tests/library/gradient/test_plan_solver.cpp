@@ -18,8 +18,6 @@ using anode::plan::CallProfile;
 using anode::plan::Choice;
 using anode::plan::Option;
 
-namespace {
-
 /// The peak of a complete plan, by the model's definition (every constraint of every call).
 int64_t peak_of(const std::vector<CallProfile>& calls, const std::vector<int>& pick) {
   int64_t before = 0, peak = 0;
@@ -54,8 +52,6 @@ std::vector<CallProfile> random_problem(std::mt19937& rng, int calls, int option
   }
   return out;
 }
-
-}  // namespace
 
 TEST(PlanSolver, MatchesExhaustiveSearch) {
   std::mt19937 rng(12345);

@@ -23,8 +23,6 @@
 
 namespace test_schedule {
 
-namespace {
-
 namespace sch = anode::schedule;
 using sch::Action;
 using sch::ActionKind;
@@ -436,7 +434,5 @@ TEST(BinomialSchedule, ToStringListsTheActions) {
 // tests assert no timings (CONTRIBUTING.md).
 
 // The memory-budget planner (measured step cost) is tested in test_binomial and test_memory.
-
-}  // namespace
 
 }  // namespace test_schedule
