@@ -5,7 +5,10 @@
 // fixed strategy whose measured peak fits that budget.
 //
 //   bench_plan [--nets peers8,peers32,resnet18] [--budgets 10] [--repeats 3] [--rounds 2]
-//              [--threads 1] [--csv out.csv]
+//              [--above 1.01,1.02,1.05] [--threads 1] [--csv out.csv]
+//
+// --above adds budgets at those multiples of Backprop's peak: where the plan, whose model errs
+// towards more memory, first keeps every graph.
 //
 // The peak is the budget's quantity: the bytes one training step allocates from its forward's
 // start to its backward's end, above what was live at its start, on the CPU meter. The step time
@@ -156,7 +159,11 @@ int main(int argc, char** argv) try {
   std::vector<std::string> nets{"peers8", "peers32", "resnet18"};
   int64_t threads = 1, n_budgets = 10, repeats = 3, rounds = 2, size = 16;
   std::string csv_path;
+  std::vector<double> above;
+  bool print_plans = false;
   cli.option("--nets", nets, "peers8, peers32, resnet18");
+  cli.option("--above", above, "more budgets, as multiples (> 1) of Backprop's peak");
+  cli.app.add_flag("--print-plans", print_plans, "print each plan (operator<<) after its run");
   cli.option("--budgets", n_budgets, "plan budgets from the smallest feasible to Backprop's peak");
   cli.option("--repeats", repeats, "timed steps per strategy and round");
   cli.option("--rounds", rounds, "interleaved rounds");
@@ -166,6 +173,11 @@ int main(int argc, char** argv) try {
   if (!cli.parse(argc, argv)) return 0;
   if (n_budgets < 2 || repeats < 1 || rounds < 1)
     throw std::invalid_argument("--budgets must be >= 2, --repeats and --rounds >= 1");
+  for (double a : above) {
+    if (!(a > 1.0 && a < 100.0))
+      throw std::invalid_argument("--above: " + std::to_string(a) +
+                                  " is not a multiple of Backprop's peak above 1 (e.g. 1.02)");
+  }
   ab::set_threads(threads);
 
   auto csv = ab::CsvWriter::to_path_or_stdout(
@@ -218,9 +230,13 @@ int main(int argc, char** argv) try {
       smallest = probe.plan->cheapest_peak_bytes();
     }
     std::vector<Runner> plans;
-    for (int64_t i = 0; i < n_budgets; ++i) {
-      const int64_t budget =
-          smallest + (std::max(backprop_peak, smallest) - smallest) * i / (n_budgets - 1);
+    std::vector<int64_t> budgets;
+    for (int64_t i = 0; i < n_budgets; ++i)
+      budgets.push_back(smallest +
+                        (std::max(backprop_peak, smallest) - smallest) * i / (n_budgets - 1));
+    for (double a : above)
+      budgets.push_back(static_cast<int64_t>(a * static_cast<double>(backprop_peak)));
+    for (const int64_t budget : budgets) {
       Runner r = make_runner(b, "plan", b.solver);
       r.budget = budget;
       r.plan = std::make_shared<anode::MemoryPlan>(budget);
@@ -296,6 +312,10 @@ int main(int argc, char** argv) try {
     }
     table.print(std::cerr);
     std::cerr << "\n";
+    if (print_plans) {
+      for (const auto& r : plans)
+        std::cerr << "plan at " << ab::human_bytes(r.budget) << ":\n" << *r.plan << "\n\n";
+    }
   }
   return 0;
 } catch (const std::exception& e) {
