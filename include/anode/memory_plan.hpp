@@ -190,10 +190,9 @@ class MemoryPlan {
     std::vector<detail::PlanCallKey> keys;
     std::vector<plan::CallProfile> calls;  // usage relative to the first call's forward start
     std::vector<detail::StepCost> costs;
-    std::vector<int64_t> fwd_growth;     // calibration: bytes a call's forward left live
-    std::vector<int64_t> kept_graph;     // measured bytes of a kept graph, 0 until measured
-    std::vector<int64_t> whole;          // measured backward bytes of the whole recompute, 0 until
-    std::vector<int64_t> keep_backward;  // measured backward bytes of a kept graph, 0 until
+    std::vector<int64_t> fwd_growth;  // calibration: bytes a call's forward left live
+    std::vector<int64_t> kept_graph;  // measured bytes of a kept graph, 0 until measured
+    std::vector<int64_t> whole;       // measured backward bytes of the whole recompute, 0 until
     // per call, what the calibration measured of its cheapest form
     std::vector<int64_t> cal_forward, cal_transient;
     std::vector<double> tau;        // seconds per graph-free step
@@ -325,12 +324,11 @@ inline std::vector<plan::Option> MemoryPlan::options_for(const Profile& p, std::
   // A kept graph: measured once kept, else N steps of one measured step's graph (which counts
   // each intermediate state twice: conservative).
   const int64_t graph = p.kept_graph[j] > 0 ? p.kept_graph[j] : n * c.graph;
-  // Its backward: measured once kept (above the usage where it started, which held the graph),
-  // else modelled from one step's backward and the gradient accumulators it may create.
-  const int64_t keep_transient = p.keep_backward[j] > 0
-                                     ? graph + p.keep_backward[j] + p.margin
-                                     : graph + (c.peak - c.graph) + c.accumulators + err;
-  out.push_back({{plan::Choice::Keep, 0}, graph, graph + f, keep_transient, 0.0});
+  out.push_back({{plan::Choice::Keep, 0},
+                 graph,
+                 graph + f,
+                 graph + (c.peak - c.graph) + c.accumulators + err,
+                 0.0});
   // The whole recompute: measured once used, else modelled.
   const int64_t whole =
       p.whole[j] > 0 ? p.whole[j] + p.margin : detail::backward_bytes(c, n, 0) + err;
@@ -523,7 +521,6 @@ inline void MemoryPlan::finish_step() {
       p->fwd_growth.push_back(t->fwd_end - t->fwd_usage);
       p->kept_graph.push_back(0);
       p->whole.push_back(0);
-      p->keep_backward.push_back(0);
       p->cal_forward.push_back(std::max<int64_t>(0, t->fwd_peak - t->fwd_usage));
       p->cal_transient.push_back(std::max<int64_t>(0, t->bwd_peak - t->bwd_usage));
       p->tau.push_back(t->seconds_per_step);
@@ -575,10 +572,8 @@ inline void MemoryPlan::finish_step() {
     };
     for (std::size_t j = 0; j < n && j < p.keys.size(); ++j) {
       const auto& t = *ts[j];
-      if (t.decision.choice == plan::Choice::Keep) {
+      if (t.decision.choice == plan::Choice::Keep)
         learn(p.kept_graph, j, (t.fwd_end - t.fwd_usage) - p.fwd_growth[j]);
-        learn(p.keep_backward, j, t.bwd_peak - t.bwd_usage);
-      }
       if (t.decision.choice == plan::Choice::Whole && !t.key.adaptive)
         learn(p.whole, j, t.bwd_peak - t.bwd_usage);
     }
