@@ -6,7 +6,9 @@ on small committed fixtures and on the results committed in docs/results/. Stand
 
 The fixtures under scripts/testdata/gpu_check/ are the real output of GoogleTest 1.12 and CTest
 3.25 (scripts/testdata/README.md says how they were made), so a parser that misreads those
-formats fails here rather than on a lent GPU machine.
+formats fails here rather than on a lent GPU machine; those under scripts/testdata/report/ are
+small results in the shapes scripts/report.py and scripts/bench_mlp.py write, with round figures
+whose medians and ratios can be worked out by hand.
 """
 import math
 import os
@@ -17,12 +19,15 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from anode_report import machine, results, tables, targets, testlogs  # noqa: E402
+from anode_report import baseline, machine, results, tables, targets, testlogs  # noqa: E402
 import bench_mlp  # noqa: E402
 import gpu_summary  # noqa: E402
 import report  # noqa: E402
 
 FIXTURES = os.path.join(HERE, "testdata", "gpu_check")
+REPORT_FIXTURES = os.path.join(HERE, "testdata", "report")
+KEPT_BASELINE = os.path.join(ROOT, "docs", "results", "benchmarks_libtorch1.13.md")
+PEERS_NETWORK = "4 ODE blocks, RHS conv3x3-BN-ReLU-conv3x3-BN-ReLU, 32 channels, batch 8, 32x32"
 
 
 def write(folder, name, text):
@@ -255,6 +260,15 @@ class BenchMlp(unittest.TestCase):
         self.assertNotIn("step_ms", rows[0])
         self.assertEqual(rows[0]["batch"], 256)
 
+    def test_unpaired_rows_are_kept_only_when_asked(self):
+        # torchdiffeq skipped in round 0: "a" has nothing to be divided by there.
+        rows = [dict(method="rk2", impl="a", round=0, step_ms=2.0, rhs_evals_fwd=200,
+                     rhs_evals_bwd=0)]
+        ref_of = lambda g: "ref"  # noqa: E731
+        self.assertEqual(bench_mlp.ratio_rows(rows, ["method"], ref_of), [])
+        self.assertEqual(bench_mlp.ratio_rows(rows, ["method"], ref_of, unpaired=True),
+                         [["rk2", "a", "2.00", "n/a", "200 / 0"]])
+
     def test_round_ratios_pair_rows_of_the_same_round(self):
         sel = [dict(impl="a", round=0, step_ms=2.0), dict(impl="ref", round=0, step_ms=4.0),
                dict(impl="a", round=1, step_ms=3.0), dict(impl="ref", round=1, step_ms=3.0),
@@ -289,6 +303,72 @@ class ReportHelpers(unittest.TestCase):
         self.assertIn("ratio 2.50 to 2.50 over 1 points", text[0])  # 300 / (2·10 + 100)
         self.assertEqual(found.targets[0][1:], ["2.50", "≤ 1.2", "**missed**"])
         self.assertEqual(len(found.misses), 1)
+
+
+class CmakeCache(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.addCleanup(self.dir.cleanup)
+
+    def wheel(self, version):
+        """A torch package folder holding only a version.py, as a wheel's does."""
+        torch_pkg = os.path.join(self.dir.name, version, "site-packages", "torch")
+        os.makedirs(torch_pkg)
+        write(torch_pkg, "version.py", "__all__ = ['__version__']\n"
+              f"__version__ = '{version}'\ndebug = False\n")
+        return torch_pkg
+
+    def build(self, torch_cmake):
+        build_dir = os.path.join(self.dir.name, "build")
+        os.makedirs(build_dir, exist_ok=True)
+        write(build_dir, "CMakeCache.txt", "# This is the CMakeCache file.\n"
+              "//Choose the type of build\nCMAKE_BUILD_TYPE:STRING=Release\n"
+              "CMAKE_CXX_FLAGS_RELEASE:STRING=-O3 -DNDEBUG\n"
+              f"Torch_DIR:PATH={torch_cmake}\n")
+        return build_dir
+
+    def test_the_flags_and_the_wheel_of_a_build(self):
+        torch_pkg = self.wheel("2.15.0+cu132")
+        cache = machine.cmake_cache(self.build(os.path.join(torch_pkg, "share", "cmake",
+                                                            "Torch")))
+        self.assertEqual(machine.build_flags(cache), "Release: `-O3 -DNDEBUG`")
+        self.assertEqual(machine.wheel_torch_dir(cache), torch_pkg)
+        self.assertEqual(machine.torch_package_version(torch_pkg), "2.15.0+cu132")
+        debian = {"Torch_DIR": "/usr/lib/x86_64-linux-gnu/cmake/Torch"}
+        self.assertEqual(machine.wheel_torch_dir(debian), "")
+        self.assertEqual(machine.build_flags(machine.cmake_cache(self.dir.name)), "?")
+        self.assertEqual(machine.torch_package_version(self.dir.name), "?")
+
+
+class Baseline(unittest.TestCase):
+    def test_the_kept_libtorch_1_13_report_reads_back(self):
+        # The reader and report.py's layout change together: the kept report must still read.
+        rep = baseline.read_report(KEPT_BASELINE)
+        self.assertEqual((rep.libtorch, rep.grid, rep.threads, rep.device),
+                         ("1.13.0", "quick", "1", "cpu"))
+        self.assertEqual(rep.versions["Python / torch"], "3.11.2 / 1.13.0a0")
+        self.assertTrue(rep.network.startswith(PEERS_NETWORK + ", RK2"))
+        self.assertEqual(len(rep.peers), 8 * 3)  # 8 implementations, N_t 2, 8, 32
+        self.assertEqual(rep.peers[("anode-cpp/anode", 8)]["step ms"], "728")
+        self.assertEqual(rep.peers[("torchdiffeq-adjoint", 32)]["peak heap MiB"], "35.8")
+        self.assertEqual(baseline.peers_mismatch(rep, "quick", PEERS_NETWORK, 1, "cpu"), "")
+
+    def test_the_command_line_gives_threads_and_device_and_other_tables_are_left_out(self):
+        rep = baseline.read_report(os.path.join(REPORT_FIXTURES, "baseline_cuda.md"))
+        self.assertEqual((rep.libtorch, rep.grid, rep.threads, rep.device),
+                         ("2.15.0", "full", "2", "cuda"))
+        self.assertEqual(sorted(rep.peers), [("anode-cpp/backprop", 2), ("torchode", 2)])
+        why = baseline.peers_mismatch(rep, "quick", PEERS_NETWORK, 1, "cpu")
+        self.assertEqual(why, "grid quick here, full there; 1 thread(s) here, 2 there; "
+                              "device cpu here, cuda there")
+
+    def test_another_network_is_not_compared(self):
+        rep = baseline.read_report(KEPT_BASELINE)
+        smoke = "2 ODE blocks, RHS conv3x3-BN-ReLU-conv3x3-BN-ReLU, 8 channels, batch 8, 8x8"
+        why = baseline.peers_mismatch(rep, "quick", smoke, 1, "cpu")
+        self.assertIn(f"network '{smoke}' here", why)
+        self.assertNotIn("grid", why)
+
 
 
 if __name__ == "__main__":
