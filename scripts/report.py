@@ -90,17 +90,16 @@ def wheel_env(env):
     return env
 
 
-def configure_command(build_dir, libtorch, torch_pkg="", python=""):
+def configure_command(build_dir, libtorch, torch_pkg=""):
     """The first CMake configure of the benchmarks' build (tests and examples off). With the
     wheel's LibTorch: <torch> on the prefix path before <torch>/share/cmake (TorchConfig.cmake),
     so that find_library finds the wheel's libtorch.so before Debian's; data parallelism off (the
-    wheel bundles its own Gloo, which Debian's libgloo-dev headers need not match); its python
-    for the benchmarks/python tests the build registers."""
+    wheel bundles its own Gloo, which Debian's libgloo-dev headers need not match)."""
     cmd = ["cmake", "-S", ROOT, "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release",
            "-DANODE_BUILD_TESTS=OFF", "-DANODE_BUILD_EXAMPLES=OFF", "-DANODE_INSTALL=OFF"]
     if libtorch == "pypi":
         cmd += [f"-DCMAKE_PREFIX_PATH={torch_pkg};{torch_pkg}/share/cmake",
-                "-DANODE_DISTRIBUTED=OFF", f"-DANODE_PYTHON3={python}"]
+                "-DANODE_DISTRIBUTED=OFF"]
     return cmd
 
 
@@ -138,7 +137,7 @@ def build(build_dir, jobs, libtorch="debian", python=PY):
         if libtorch == "pypi" and not os.access(env["CUDACXX"], os.X_OK):
             raise SystemExit(f"--libtorch pypi: no nvcc at CUDACXX={env['CUDACXX']}: the CUDA "
                              "wheel's CMake package needs the CUDA compiler (set CUDACXX)")
-        run(configure_command(build_dir, libtorch, torch_pkg, python), env=env)
+        run(configure_command(build_dir, libtorch, torch_pkg), env=env)
     else:
         run(["cmake", "-S", ROOT, "-B", build_dir], env=env)  # picks up new bench_*.cpp files
     targets = subprocess.run(["cmake", "--build", build_dir, "--target", "help"],
