@@ -969,7 +969,8 @@ def peers_section(peers, profs, times):
                               sci(r["grad_err"]) if r["grad_err"] is not None else "n/a"])
     sec = ["## 5. Side by side with the Python peers\n",
            f"Network: {peers.meta.get('network', '?')}, RK2 (explicit midpoint; torchdiffeq "
-           "'midpoint' on the same fixed grid, the official code's 'RK2'), loss "
+           "'midpoint' on the same fixed grid, torchode the midpoint tableau at dt = 1/N_t, the "
+           "official code's 'RK2'), loss "
            "0.5·mean((z−target)²), SGD step; the same deterministic weights and data in both "
            "languages (benchmarks/harness/models.hpp = benchmarks/python/common.py). Every "
            "(implementation, N_t) runs in its own process, under the same LD_PRELOAD heap "
@@ -1282,8 +1283,9 @@ def changes_section(rep, base_md, here, current, then_mlp, base_mlp, now_mlp):
         sec.append(f"The baseline: `{shown_path(base_md)}`, an earlier run of this report on "
                    f"LibTorch {rep.libtorch} (Python / torch "
                    f"{rep.versions.get('Python / torch', '?')}); this run: LibTorch "
-                   f"{here['libtorch']} (torch {here['torch']}). Its figures are quoted as that "
-                   "run printed them; its machine load is in that file.\n")
+                   f"{here['libtorch']} (torch {here['torch']}). BLAS: "
+                   f"{rep.versions.get('BLAS', '?')} there, {here['blas']} here. Its figures are "
+                   "quoted as that run printed them; its machine load is in that file.\n")
         why = baseline.peers_mismatch(rep, here["grid"], here["network"], here["threads"],
                                       here["device"])
         rows = [] if why else peers_changes(rep, current)
@@ -1300,10 +1302,12 @@ def changes_section(rep, base_md, here, current, then_mlp, base_mlp, now_mlp):
             sec.append("Peers network (section 5): no implementation and N_t measured by both "
                        "runs.\n")
     if mlp_rows:
+        rounds = [len({r["round"] for r in rows}) for rows in (then_mlp, now_mlp)]
         sec.append(f"MLP trajectory case (section 7), against `{shown_path(base_mlp)}` (its "
                    f"rounds at batch {MLP_BATCH} and {here['threads']} thread(s), OpenBLAS where "
                    "it measured several BLAS; the LibTorch of that run is the one its own report "
-                   "names). \"then\" is the median over its rounds, \"now\" over this run's:\n")
+                   f"names). \"then\" is the median over its {rounds[0]} round(s), \"now\" over "
+                   f"this run's {rounds[1]}:\n")
         sec.append(markdown_table(["method", "implementation", "step ms, then", "step ms, now",
                                    "now / then", "÷ torchdiffeq, then", "÷ torchdiffeq, now"],
                                   mlp_rows) + "\n")
@@ -1355,7 +1359,7 @@ def plots_and_sections(a, data, docs):
     info = versions(data)
     here = dict(grid=grid_name(a), network=peers.meta.get("network", "?"), threads=a.threads,
                 device=a.device, libtorch=info.get("libtorch", "?"),
-                torch=info.get("python torch", "?"))
+                torch=info.get("python torch", "?"), blas=info.get("blas", "?"))
     changes = changes_section(rep, a.baseline_md, here, peers.by, then_mlp, a.baseline_mlp, mrows)
     if changes is not None:
         sections[8] = changes

@@ -475,7 +475,7 @@ class Baseline(unittest.TestCase):
 
 class ChangesSection(unittest.TestCase):
     here = dict(grid="quick", network=PEERS_NETWORK, threads=1, device="cpu",
-                libtorch="2.15.0", torch="2.15.0+cu132")
+                libtorch="2.15.0", torch="2.15.0+cu132", blas="mkl")
     current = {("anode-cpp/anode", 8): dict(step_ms=364.0, heap_peak_bytes=86.3 * tables.MIB),
                ("torchode", 8): dict(step_ms=900.0, heap_peak_bytes=100 * tables.MIB)}
 
@@ -506,6 +506,8 @@ class ChangesSection(unittest.TestCase):
         text = report.changes_section(rep, KEPT_BASELINE, self.here, self.current, then,
                                       "x.csv", now)
         self.assertIn("LibTorch 1.13.0 (Python / torch 3.11.2 / 1.13.0a0)", text)
+        self.assertIn("BLAS: generic there, mkl here", text)
+        self.assertIn("the median over its 2 round(s), \"now\" over this run's 2", text)
         self.assertIn("| anode-cpp/anode | 8 | 728 | 364 | 0.50 | 86.3 | 86.3 |", text)
         self.assertIn("| rk2 | anode-anode | 47.50 | 30.00 | 0.63 | 1.25 | 0.75 |", text)
         smoke = dict(self.here, grid="smoke")
