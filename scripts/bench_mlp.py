@@ -82,10 +82,12 @@ def round_ratios(sel, impl, ref):
     return ratios
 
 
-def ratio_rows(rows, keys, ref_of):
+def ratio_rows(rows, keys, ref_of, unpaired=False):
     """Table rows: per (key..., impl) the median step time over rounds, the median (and range)
     of the per-round ratios to the reference implementation of the same round, and the RHS
-    evaluations forward / backward."""
+    evaluations forward / backward. An implementation with no round that the reference also ran
+    is left out, or with `unpaired` kept with "n/a" for its ratio (scripts/report.py, where a
+    peer may have been skipped)."""
     out = []
     groups = []
     for row in rows:
@@ -102,11 +104,12 @@ def ratio_rows(rows, keys, ref_of):
         for impl in impls:
             mine = [x for x in sel if x["impl"] == impl and "step_ms" in x]
             ratios = round_ratios(sel, impl, ref)
-            if not mine or not ratios:
+            if not mine or not (ratios or unpaired):
                 continue
             ms = statistics.median(x["step_ms"] for x in mine)
             ev = f"{mine[-1].get('rhs_evals_fwd', '')} / {mine[-1].get('rhs_evals_bwd', '')}"
-            ratio = f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
+            ratio = (f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
+                     if ratios else "n/a")
             out.append(list(g) + [impl, f"{ms:.2f}", ratio, ev])
     return out
 

@@ -5,33 +5,49 @@ and writes docs/benchmarks.md with PNG plots in docs/.
     /usr/bin/python3 scripts/report.py            # small grids: this 2-core CPU, under 15 minutes
     /usr/bin/python3 scripts/report.py --full     # the large grids (a GPU machine, or hours)
     /usr/bin/python3 scripts/report.py --smoke    # tiny everything: checks the pipeline in ~1 min
+    /usr/bin/python3 scripts/report.py --libtorch pypi   # PyPI's LibTorch and torch (2.15)
 
-The Python peers are found through ANODE_TORCHDIFFEQ_PATH and ANODE_OFFICIAL_PATH (the directories
-holding the `torchdiffeq` and the official `anode` packages); absent ones are skipped and the
-report says so. Python runs on /usr/bin/python3 (Debian's python3-torch), matplotlib from Debian.
+--libtorch debian (the default): the C++ side on Debian's LibTorch 1.13, the Python peers on
+/usr/bin/python3 (Debian's python3-torch, the same LibTorch). --libtorch pypi: the C++ side on
+the LibTorch inside PyPI's torch wheel and the peers on that wheel's torch, both from the virtual
+environment of `ANODE_LIBTORCH=pypi ANODE_PEERS=1 bash scripts/setup.sh` (--venv, else
+ANODE_VENV, else the repository's .venv/), so that C++ and Python run the same LibTorch build.
+torchdiffeq and torchode come from the peers' interpreter (pip) or from ANODE_TORCHDIFFEQ_PATH /
+ANODE_TORCHODE_PATH; the official ANODE code from ANODE_OFFICIAL_PATH (optional). Absent ones are
+skipped and the report says so. The report itself runs on Debian's python3 (matplotlib, NumPy).
 
-Raw CSVs and gradients go to out/report/ (ignored by git); --reuse re-renders the report from
-them without running anything.
+Besides the peers network (section 5), the MLP trajectory case (section 7): a 2-64-2 tanh MLP,
+batch 256, RK2 (100 steps) and dopri5, C++ bench_mlp and benchmarks/python/mlp_peers.py in
+alternating rounds. Section 8 compares with an earlier run on another LibTorch (--baseline-md,
+--baseline-mlp: by default the LibTorch 1.13 figures kept in docs/results/), on the
+configurations both ran.
+
+Raw CSVs and gradients go to out/report/ (out/report-pypi/ with --libtorch pypi; ignored by
+git); --reuse re-renders the report from them without running anything.
 """
 import argparse
+import csv
 import datetime
 import glob
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
 
-from anode_report import machine
+import bench_mlp  # the MLP case's per-round ratio tables, shared with scripts/bench_mlp.py
+from anode_report import baseline, machine, results
 from anode_report.results import concat_csvs, merged_metadata, read_csv
 from anode_report.tables import MIB, fmt, markdown_table, mib, sci
 from anode_report.targets import (ANODE_MEMORY_MODEL, ANODE_VS_BACKPROP, BINOMIAL_K4_VS_BACKPROP,
                                   CPP_VS_OFFICIAL_ANODE)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PY = "/usr/bin/python3"
-BENCHES = ["bench_scaling", "bench_gradients", "bench_reverse", "bench_peers"]
+PY = "/usr/bin/python3"  # the peers' interpreter with --libtorch debian
+SETUP_PYPI = "ANODE_LIBTORCH=pypi ANODE_PEERS=1 bash scripts/setup.sh"
+BENCHES = ["bench_scaling", "bench_gradients", "bench_reverse", "bench_peers", "bench_mlp"]
 TRADEOFF_K = [1, 2, 4, 8, 16, 64]
 TRADEOFF_MODES = (["backprop", "adjoint"] + [f"anode-k{k}" for k in TRADEOFF_K] +
                   [f"anode-k{k}f" for k in TRADEOFF_K if k < 64])
@@ -55,13 +71,75 @@ def run(cmd, env=None, timeout=None):
     return res
 
 
-def build(build_dir, jobs):
+def torch_dir(python):
+    """The torch package directory of `python` (its share/cmake holds TorchConfig.cmake), "" when
+    that interpreter cannot import torch."""
+    res = subprocess.run([python, "-c", "import os, torch; print(os.path.dirname(torch.__file__))"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return res.stdout.strip() if res.returncode == 0 else ""
+
+
+def wheel_env(env):
+    """`env` with what the CMake package of a CUDA torch wheel needs, as .ci/run's wheel job sets
+    it (values already set win): nvcc, which its find_package(CUDAToolkit) looks for, and one
+    architecture instead of the dozen it lists by default (nothing of anode is a .cu file, so the
+    value only shapes nvcc's flags; 9.0 is the lent GPU's)."""
+    env = dict(env)
+    env.setdefault("CUDACXX", "/usr/local/cuda/bin/nvcc")
+    env.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
+    return env
+
+
+def configure_command(build_dir, libtorch, torch_pkg=""):
+    """The first CMake configure of the benchmarks' build (tests and examples off). With the
+    wheel's LibTorch: <torch> on the prefix path before <torch>/share/cmake (TorchConfig.cmake),
+    so that find_library finds the wheel's libtorch.so before Debian's; data parallelism off (the
+    wheel bundles its own Gloo, which Debian's libgloo-dev headers need not match)."""
+    cmd = ["cmake", "-S", ROOT, "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release",
+           "-DANODE_BUILD_TESTS=OFF", "-DANODE_BUILD_EXAMPLES=OFF", "-DANODE_INSTALL=OFF"]
+    if libtorch == "pypi":
+        cmd += [f"-DCMAKE_PREFIX_PATH={torch_pkg};{torch_pkg}/share/cmake",
+                "-DANODE_DISTRIBUTED=OFF"]
+    return cmd
+
+
+def build_mismatch(build_dir, libtorch, torch_pkg):
+    """Why the build in `build_dir` does not fit --libtorch `libtorch` ("" when it does, or when
+    nothing is configured there yet): a build of the other LibTorch, or of another torch wheel
+    than the peers' (the C++ and Python sides would then not run the same LibTorch)."""
+    cache = machine.cmake_cache(build_dir)
+    if not cache:
+        return ""
+    wheel = machine.wheel_torch_dir(cache)
+    where = cache.get("Torch_DIR", "?")
+    if libtorch == "debian" and wheel:
+        return (f"--build-dir {build_dir} is configured against a torch wheel's LibTorch "
+                f"({where}), not Debian's: pass --libtorch pypi, or another --build-dir")
+    if libtorch == "pypi":
+        if not wheel:
+            return (f"--build-dir {build_dir} is configured against the LibTorch at {where}, not "
+                    "a torch wheel's: name another --build-dir (build-report-pypi/ is the "
+                    "default for --libtorch pypi)")
+        built = machine.torch_package_version(wheel)
+        peers = machine.torch_package_version(torch_pkg)
+        if built != peers:
+            return (f"--build-dir {build_dir} is configured against torch {built} ({wheel}), the "
+                    f"peers' interpreter has torch {peers} ({torch_pkg}): the two sides would "
+                    "not run the same LibTorch; name another --build-dir or --venv")
+    return ""
+
+
+def build(build_dir, jobs, libtorch="debian", python=PY):
     """Configures (benchmarks only) and builds the benchmark programs and the heap counter."""
+    env = wheel_env(os.environ) if libtorch == "pypi" else None
     if not os.path.isfile(os.path.join(build_dir, "CMakeCache.txt")):
-        run(["cmake", "-S", ROOT, "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release",
-             "-DANODE_BUILD_TESTS=OFF", "-DANODE_BUILD_EXAMPLES=OFF", "-DANODE_INSTALL=OFF"])
+        torch_pkg = torch_dir(python) if libtorch == "pypi" else ""
+        if libtorch == "pypi" and not os.access(env["CUDACXX"], os.X_OK):
+            raise SystemExit(f"--libtorch pypi: no nvcc at CUDACXX={env['CUDACXX']}: the CUDA "
+                             "wheel's CMake package needs the CUDA compiler (set CUDACXX)")
+        run(configure_command(build_dir, libtorch, torch_pkg), env=env)
     else:
-        run(["cmake", "-S", ROOT, "-B", build_dir])  # picks up new bench_*.cpp files
+        run(["cmake", "-S", ROOT, "-B", build_dir], env=env)  # picks up new bench_*.cpp files
     targets = subprocess.run(["cmake", "--build", build_dir, "--target", "help"],
                              stdout=subprocess.PIPE, text=True).stdout
     wanted = BENCHES + (["heapcount"] if "heapcount" in targets else [])
@@ -148,7 +226,7 @@ def run_peers(a, build_dir, heap_lib, data):
         ["--repeats", "5", "--max-repeats", "20", "--budget", "60"] if a.full else quick_reps)
     parts = []
     cpp_modes = ["backprop", "anode", "anode-k4", "anode-k4f", "adjoint"]
-    py_impls = ["torchdiffeq", "torchdiffeq-adjoint", "anode-official"]
+    py_impls = ["torchdiffeq", "torchdiffeq-adjoint", "torchode", "anode-official"]
     if a.full or a.smoke or a.python_backprop:
         py_impls = ["torch-backprop"] + py_impls
     for old in glob.glob(os.path.join(data, "profile_*.json")):
@@ -166,7 +244,7 @@ def run_peers(a, build_dir, heap_lib, data):
             out = os.path.join(data, f"peers_py_{impl}_{nt}.csv")
             prof = (["--profile", os.path.join(data, f"profile_{impl}_nt{nt}.json")]
                     if nt == prof_nt and impl == "anode-official" else [])
-            run([PY, os.path.join(ROOT, "benchmarks", "python", "peers.py"), "--impl", impl,
+            run([a.python, os.path.join(ROOT, "benchmarks", "python", "peers.py"), "--impl", impl,
                  "--nt", str(nt), "--grad-dir", gdir, "--csv", out] + py_timing + net + prof,
                 env=env)
             parts.append(out)
@@ -185,10 +263,49 @@ def run_peers(a, build_dir, heap_lib, data):
     # CPU: the quick grid relies on the float32 comparison of torchdiffeq with the C++ Backprop
     # that the report also prints.)
     if a.full or a.smoke or a.device != "cpu":
-        run([PY, os.path.join(ROOT, "benchmarks", "python", "peers.py"), "--impl",
+        run([a.python, os.path.join(ROOT, "benchmarks", "python", "peers.py"), "--impl",
              "torch-backprop", "--nt", str(nts[0]), "--dtype", "float64", "--no-time", "--threads",
              cores, "--device", a.device, "--grad-dir", gdir, "--csv",
              os.path.join(data, "peers_ref_py.csv")] + net)
+
+
+MLP_CPP_MODES = "backprop,anode,anode-latest,anode-k4,adjoint"
+MLP_PY = {"rk2": "torchdiffeq-rk2,torchode-rk2,torch-rk2",
+          "dopri5": "torchdiffeq-dopri5,torchode-dopri5"}
+MLP_REF = {"rk2": "torchdiffeq-rk2", "dopri5": "torchdiffeq-dopri5"}
+MLP_BATCH = 256
+MLP_COLUMNS = ["round", "method", "impl", "batch", "steps", "rtol", "atol", "step_ms",
+               "step_ms_q25", "step_ms_q75", "repeats", "rhs_evals_fwd", "rhs_evals_bwd",
+               "accepted_steps", "rejected_steps", "loss", "threads", "torch", "peer_version",
+               "status"]
+
+
+def json_lines(text):
+    """The JSON objects a program printed one per line (bench_mlp, mlp_peers.py)."""
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def run_mlp(a, build_dir, data):
+    """The MLP trajectory case: C++ bench_mlp and Python mlp_peers.py, RK2 and dopri5, batch 256,
+    in alternating rounds (a change of the machine's load then hits both sides alike)."""
+    rounds, reps = (1, 3) if a.smoke else (5, 30) if a.full else (3, 20)
+    cpp = bench_path(build_dir, "bench_mlp")
+    peers_py = os.path.join(ROOT, "benchmarks", "python", "mlp_peers.py")
+    common = ["--repeats", str(reps), "--threads", str(a.threads), "--batch", str(MLP_BATCH)]
+    rows = []
+    for r in range(rounds):
+        for method in ("rk2", "dopri5"):
+            out = json_lines(run([cpp, "--methods", method, "--modes", MLP_CPP_MODES] +
+                                 common).stdout)
+            out += json_lines(run([a.python, peers_py, "--impl", MLP_PY[method]] +
+                                  common).stdout)
+            for row in out:
+                row.update(round=r, method=method)
+                rows.append(row)
+    with open(os.path.join(data, "mlp.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=MLP_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
 
 
 # ----------------------------------------------------------------------------- analysis helpers
@@ -288,7 +405,7 @@ class Findings:
 COLORS = {"backprop": "tab:blue", "anode": "tab:green", "anode-k2": "tab:olive",
           "anode-k4": "tab:olive", "adjoint": "tab:red", "torch-backprop": "tab:cyan",
           "torchdiffeq": "tab:purple", "torchdiffeq-adjoint": "tab:pink",
-          "anode-official": "tab:brown"}
+          "torchode": "tab:orange", "anode-official": "tab:brown"}
 
 
 def pyplot():
@@ -852,7 +969,8 @@ def peers_section(peers, profs, times):
                               sci(r["grad_err"]) if r["grad_err"] is not None else "n/a"])
     sec = ["## 5. Side by side with the Python peers\n",
            f"Network: {peers.meta.get('network', '?')}, RK2 (explicit midpoint; torchdiffeq "
-           "'midpoint' on the same fixed grid, the official code's 'RK2'), loss "
+           "'midpoint' on the same fixed grid, torchode the midpoint tableau at dt = 1/N_t, the "
+           "official code's 'RK2'), loss "
            "0.5·mean((z−target)²), SGD step; the same deterministic weights and data in both "
            "languages (benchmarks/harness/models.hpp = benchmarks/python/common.py). Every "
            "(implementation, N_t) runs in its own process, under the same LD_PRELOAD heap "
@@ -1053,6 +1171,149 @@ def tradeoff_section(data, docs):
     return "\n".join(sec)
 
 
+# ----------------------------------------------------------------------------- 7. the MLP case
+
+def read_mlp(path):
+    """(rows, skipped) of the MLP case's mlp.csv: the rows as scripts/bench_mlp.py holds them (a
+    row that did not run has no step_ms), and "implementation: why" of each peer that was
+    skipped."""
+    rows = bench_mlp.read_csv(path)
+    skipped = sorted({f"{r['impl']}: {r['status']}" for r in rows
+                      if str(r.get("status", "")).startswith("skipped")})
+    return [r for r in rows if r.get("status") == "ok"], skipped
+
+
+def mlp_ref(group):
+    """The reference of a group of MLP rows: torchdiffeq with the same method."""
+    return MLP_REF.get(group.get("method"), MLP_REF["rk2"])
+
+
+def mlp_section(rows, skipped):
+    """Section 7 (None without a row that ran): the MLP trajectory case, every implementation's
+    step time and its ratio to torchdiffeq in the same round."""
+    if not rows:
+        return None
+    nrounds = len({r["round"] for r in rows})
+    evals = {r["rhs_evals_fwd"] for r in rows if r["impl"] == "torchode-rk2"}
+    sec = ["## 7. The MLP trajectory case: anode, torchdiffeq and torchode\n",
+           f"One training step of a 2-64-2 tanh MLP right-hand side, batch {MLP_BATCH}, on [0, 1] "
+           "(zero_grad, solve, loss 0.5·mean((z(1) − target)²), backward, SGD), the same "
+           "weights and data in both languages: C++ `bench_mlp` (anode's modes; "
+           "`anode-latest` is keep_latest_graph) against `benchmarks/python/mlp_peers.py` "
+           "(torchdiffeq's odeint, torchode's AutoDiffAdjoint, a hand-written midpoint loop), "
+           f"{nrounds} alternating round(s) of {rows[0].get('repeats', '?')} timed steps per "
+           f"side, {rows[0].get('threads', '?')} intra-op thread(s). RK2: explicit midpoint, "
+           "100 fixed steps; dopri5: rtol 1e-5, atol 1e-9, each solver's own step-size control "
+           "(so the step counts differ). Ratios are to torchdiffeq with the same method in the "
+           "same round: the median over rounds, and their range.\n"]
+    if evals - {200}:
+        sec.append("torchode's fixed step advances t += dt and clamps the last step to t = 1; "
+                   "dt = 1/100 is not a binary fraction, so its steps need not sum to 1 where "
+                   "the 100th ends: its RK2 takes "
+                   f"{' or '.join(str(e) for e in sorted(evals))} forward evaluations, not 200.\n")
+    if skipped:
+        sec.append("Skipped: " + "; ".join(skipped) + ".\n")
+    sec.append(markdown_table(["method"] + bench_mlp.RATIO_COLUMNS,
+                              bench_mlp.ratio_rows(rows, ["method"], mlp_ref, unpaired=True))
+               + "\n")
+    return "\n".join(sec)
+
+
+# ----------------------------------------------------------------------------- 8. what changed
+
+def peers_changes(rep, current):
+    """Table rows: each (implementation, N_t) of the baseline report's peers table that this run
+    measured too (`current`: Peers.by), its step time and peak heap then and now."""
+    rows = []
+    for (key, nt), then in rep.peers.items():
+        now = current.get((key, nt))
+        then_ms = results.parse_number(then.get("step ms", ""))
+        if not now or not isinstance(then_ms, (int, float)) or not then_ms:
+            continue
+        rows.append([key, nt, then["step ms"], fmt(now["step_ms"], 0),
+                     fmt(now["step_ms"] / then_ms, 2), then.get("peak heap MiB", "n/a"),
+                     mib(now["heap_peak_bytes"])])
+    return rows
+
+
+def comparable_mlp_rows(rows, batch, threads):
+    """The rows of an earlier MLP run (scripts/bench_mlp.py's bench_mlp.csv or a report's
+    mlp.csv) measured at this batch and thread count; of bench_mlp.py's two BLAS, OpenBLAS (the
+    one scripts/setup.sh installs)."""
+    return [r for r in rows if r.get("status") == "ok" and "step_ms" in r and
+            r.get("batch", batch) == batch and r.get("threads", threads) == threads and
+            r.get("blas", "openblas") == "openblas"]
+
+
+def mlp_changes(then_rows, now_rows):
+    """Table rows: per method and implementation of this run, the median step time then and now
+    and the median ratio to torchdiffeq (same round) then and now."""
+    med = statistics.median
+    out = []
+    for method in MLP_REF:
+        then_m = [r for r in then_rows if r["method"] == method]
+        now_m = [r for r in now_rows if r["method"] == method and "step_ms" in r]
+        for impl in dict.fromkeys(r["impl"] for r in now_m):
+            then = [r["step_ms"] for r in then_m if r["impl"] == impl]
+            now = [r["step_ms"] for r in now_m if r["impl"] == impl]
+            rt = bench_mlp.round_ratios(then_m, impl, MLP_REF[method])
+            rn = bench_mlp.round_ratios(now_m, impl, MLP_REF[method])
+            out.append([method, impl, fmt(med(then)) if then else "not run", fmt(med(now)),
+                        fmt(med(now) / med(then)) if then else "n/a",
+                        fmt(med(rt)) if rt else "n/a", fmt(med(rn)) if rn else "n/a"])
+    return out
+
+
+def shown_path(path):
+    """`path` relative to the repository when it lies inside it, else as given."""
+    r = os.path.relpath(path, ROOT)
+    return path if r.startswith("..") else r
+
+
+def changes_section(rep, base_md, here, current, then_mlp, base_mlp, now_mlp):
+    """Section 8 (None without a baseline): what changed from the baseline run `rep` (read from
+    `base_md`) on the configurations both ran. `here`: this run's grid, network, threads, device,
+    LibTorch and torch; `current`: its peers rows (Peers.by); `then_mlp` / `now_mlp`: the
+    baseline's (from `base_mlp`) and this run's MLP rows."""
+    mlp_rows = mlp_changes(then_mlp, now_mlp) if then_mlp and now_mlp else []
+    if rep is None and not mlp_rows:
+        return None
+    sec = ["## 8. What changed from the baseline run\n"]
+    if rep is not None:
+        sec.append(f"The baseline: `{shown_path(base_md)}`, an earlier run of this report on "
+                   f"LibTorch {rep.libtorch} (Python / torch "
+                   f"{rep.versions.get('Python / torch', '?')}); this run: LibTorch "
+                   f"{here['libtorch']} (torch {here['torch']}). BLAS: "
+                   f"{rep.versions.get('BLAS', '?')} there, {here['blas']} here. Its figures are "
+                   "quoted as that run printed them; its machine load is in that file.\n")
+        why = baseline.peers_mismatch(rep, here["grid"], here["network"], here["threads"],
+                                      here["device"])
+        rows = [] if why else peers_changes(rep, current)
+        if why:
+            sec.append(f"Peers network (section 5): not compared, the configurations differ "
+                       f"({why}).\n")
+        elif rows:
+            sec.append(f"Peers network (section 5), {here['network']}, grid {here['grid']}:\n")
+            sec.append(markdown_table(
+                ["implementation", "N_t", f"step ms, {rep.libtorch}", "step ms, now",
+                 "now / then", f"peak heap MiB, {rep.libtorch}", "peak heap MiB, now"], rows)
+                + "\n")
+        else:
+            sec.append("Peers network (section 5): no implementation and N_t measured by both "
+                       "runs.\n")
+    if mlp_rows:
+        rounds = [len({r["round"] for r in rows}) for rows in (then_mlp, now_mlp)]
+        sec.append(f"MLP trajectory case (section 7), against `{shown_path(base_mlp)}` (its "
+                   f"rounds at batch {MLP_BATCH} and {here['threads']} thread(s), OpenBLAS where "
+                   "it measured several BLAS; the LibTorch of that run is the one its own report "
+                   f"names). \"then\" is the median over its {rounds[0]} round(s), \"now\" over "
+                   f"this run's {rounds[1]}:\n")
+        sec.append(markdown_table(["method", "implementation", "step ms, then", "step ms, now",
+                                   "now / then", "÷ torchdiffeq, then", "÷ torchdiffeq, now"],
+                                  mlp_rows) + "\n")
+    return "\n".join(sec)
+
+
 # ----------------------------------------------------------------------------- all sections
 
 def plots_and_sections(a, data, docs):
@@ -1085,6 +1346,23 @@ def plots_and_sections(a, data, docs):
     tradeoff = tradeoff_section(data, docs)
     if tradeoff is not None:
         sections[6] = tradeoff
+
+    mpath = os.path.join(data, "mlp.csv")
+    mrows, mskipped = read_mlp(mpath) if os.path.isfile(mpath) else ([], [])
+    mlp = mlp_section(mrows, mskipped)
+    if mlp is not None:
+        sections[7] = mlp
+
+    rep = baseline.read_report(a.baseline_md) if a.baseline_md else None
+    then_mlp = (comparable_mlp_rows(bench_mlp.read_csv(a.baseline_mlp), MLP_BATCH, a.threads)
+                if a.baseline_mlp else [])
+    info = versions(data)
+    here = dict(grid=grid_name(a), network=peers.meta.get("network", "?"), threads=a.threads,
+                device=a.device, libtorch=info.get("libtorch", "?"),
+                torch=info.get("python torch", "?"), blas=info.get("blas", "?"))
+    changes = changes_section(rep, a.baseline_md, here, peers.by, then_mlp, a.baseline_mlp, mrows)
+    if changes is not None:
+        sections[8] = changes
     return ([sections[k] for k in sorted(sections)], found.headline, found.targets, found.misses,
             smeta)
 
@@ -1102,9 +1380,31 @@ def versions(data):
         if "peer_revision" in meta:
             info[f"{impl}"] = (f"{meta.get('peer_version', '')} rev "
                                f"{meta['peer_revision'][:12]}").strip()
+        elif "peer_version" in meta:  # installed with pip: the package's own version
+            info[f"{impl}"] = f"{meta['peer_version']} (pip)"
         info.setdefault("python", meta.get("python", "?"))
         info.setdefault("python torch", meta.get("torch", "?"))
+    # A run without the peers network (--skip-peers) still names the MLP case's peers.
+    mpath = os.path.join(data, "mlp.csv")
+    for r in (bench_mlp.read_csv(mpath) if os.path.isfile(mpath) else []):
+        if r.get("status") == "ok" and "torch" in r:
+            info.setdefault("python torch", str(r["torch"]))
+            if "peer_version" in r:
+                info.setdefault(r["impl"].split("-")[0], str(r["peer_version"]))
     return info
+
+
+def grid_name(a):
+    return "full" if a.full else "smoke" if a.smoke else "quick"
+
+
+def command_line(a):
+    """The command that reproduces the run, as the report prints it."""
+    return ("/usr/bin/python3 scripts/report.py" + (" --full" if a.full else "") +
+            (f" --libtorch {a.libtorch}" if a.libtorch != "debian" else "") +
+            (" --smoke" if a.smoke else "") +
+            (f" --threads {a.threads}" if a.threads != 1 else "") +
+            (f" --device {a.device}" if a.device != "cpu" else ""))
 
 
 def write_report(a, data, docs, started, elapsed, load_before, load_after):
@@ -1115,11 +1415,9 @@ def write_report(a, data, docs, started, elapsed, load_before, load_after):
     lines = ["# Benchmarks\n",
              "<!-- Generated by scripts/report.py: edit that, not this file. -->\n",
              "Every number and plot here comes from one run of\n",
-             "```\n/usr/bin/python3 scripts/report.py" + (" --full" if a.full else "") +
-             (" --smoke" if a.smoke else "") +
-             (f" --threads {a.threads}" if a.threads != 1 else "") + "\n```\n",
-             f"(grid: {'full' if a.full else 'smoke' if a.smoke else 'quick'}; "
-             f"{elapsed / 60:.1f} minutes including the build; raw CSVs in out/report/).\n"]
+             "```\n" + command_line(a) + "\n```\n",
+             f"(grid: {grid_name(a)}; {elapsed / 60:.1f} minutes including the build; raw CSVs "
+             f"in {shown_path(data)}/).\n"]
     if a.smoke:
         lines.append("> **Smoke run**: tiny problems that only check the pipeline. None of these "
                      "figures is a measurement of the benchmark configurations.\n")
@@ -1133,9 +1431,12 @@ def write_report(a, data, docs, started, elapsed, load_before, load_after):
             ["load average (1 min) before / after", f"{load_before:.2f} / {load_after:.2f}"],
             ["LibTorch (C++)", info.get("libtorch", "?")], ["BLAS", info.get("blas", "?")],
             ["compiler / build", f"{info.get('compiler', '?')} / {info.get('build', '?')}"],
+            ["C++ flags of the build (CMake cache)",
+             machine.build_flags(machine.cmake_cache(a.build_dir))],
             ["CUDA", info.get("cuda", "?")],
             ["Python / torch", f"{info.get('python', '?')} / {info.get('python torch', '?')}"],
             ["torchdiffeq", info.get("torchdiffeq", info.get("torchdiffeq-adjoint", "not run"))],
+            ["torchode", info.get("torchode", "not run")],
             ["official ANODE", info.get("anode-official", "not run")],
             ["anode", machine.anode_version(ROOT)]]
     lines.append("## Machine and versions\n")
@@ -1165,42 +1466,117 @@ def write_report(a, data, docs, started, elapsed, load_before, load_after):
         "realloc, posix_memalign, aligned_alloc, memalign, valloc counted with their usable "
         "size). Peaks are above what was live when the step began, max over the timed steps.\n"
         "- Gradients: float64 [dL/dx, dL/dθ] written by each process, compared here.\n"
-        "- Peers are not vendored: their trees are read from ANODE_TORCHDIFFEQ_PATH and "
-        "ANODE_OFFICIAL_PATH (see benchmarks/python/README.md).\n")
+        "- Peers are not vendored: torchdiffeq and torchode are the peers' interpreter's pip "
+        "packages or the trees ANODE_TORCHDIFFEQ_PATH / ANODE_TORCHODE_PATH name, the official "
+        "ANODE code the tree of ANODE_OFFICIAL_PATH (see benchmarks/python/README.md).\n")
     with open(os.path.join(docs, "benchmarks.md"), "w") as f:
         f.write("\n".join(lines))
     log(f"wrote {os.path.join(docs, 'benchmarks.md')}")
 
 
-def main():
+def peer_notes(python):
+    """A line per Python peer that the peers' interpreter will skip: neither importable there nor
+    named by its environment variable."""
+    found = subprocess.run(
+        [python, "-c", "import importlib.util as u\n"
+         "for m in ('torchdiffeq', 'torchode'): print(m, u.find_spec(m) is not None)"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout.split()
+    have = dict(zip(found[::2], found[1::2]))
+    notes = []
+    for module in ("torchdiffeq", "torchode"):
+        var = f"ANODE_{module.upper()}_PATH"
+        if have.get(module) != "True" and not os.environ.get(var):
+            notes.append(f"{module} is not installed in {python} and {var} is not set: skipped "
+                         "(see benchmarks/python/README.md)")
+    if not os.environ.get("ANODE_OFFICIAL_PATH"):
+        notes.append("ANODE_OFFICIAL_PATH is not set: the official ANODE code is skipped (see "
+                     "benchmarks/python/README.md)")
+    return notes
+
+
+def parse_args(argv=None):
+    """The options, with the defaults that depend on --libtorch filled in and the inputs
+    checked: a bad one ends the run here, naming the option, before anything is built."""
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", action="store_true", help="the large grids (GPU machine)")
     ap.add_argument("--smoke", action="store_true", help="tiny problems: checks the pipeline")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads for timed runs")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (scaling and peers)")
-    ap.add_argument("--build-dir", default=os.path.join(ROOT, "build-report"))
+    ap.add_argument("--libtorch", default="debian",
+                    help="debian: Debian's LibTorch and /usr/bin/python3 [default]; pypi: the "
+                         "torch wheel's LibTorch for the C++ side and that wheel's torch for the "
+                         "peers, both from --venv")
+    ap.add_argument("--venv", default=None,
+                    help="with --libtorch pypi: the virtual environment of `" + SETUP_PYPI +
+                         "` [ANODE_VENV, else .venv/ of the repository]")
+    ap.add_argument("--build-dir", default="",
+                    help="[build-report/; build-report-pypi/ with --libtorch pypi]")
     ap.add_argument("--jobs", type=int, default=1, help="parallel compile jobs")
-    ap.add_argument("--data-dir", default=os.path.join(ROOT, "out", "report"))
+    ap.add_argument("--data-dir", default="",
+                    help="[out/report/; out/report-pypi/ with --libtorch pypi]")
     ap.add_argument("--docs-dir", default=os.path.join(ROOT, "docs"))
     ap.add_argument("--no-build", action="store_true", help="use the programs already built")
     ap.add_argument("--skip-peers", action="store_true")
     ap.add_argument("--skip-benches", action="store_true")
+    ap.add_argument("--skip-mlp", action="store_true", help="leave out the MLP case (section 7)")
     ap.add_argument("--python-backprop", action="store_true",
                     help="also time plain PyTorch autograd (always on with --full)")
+    ap.add_argument("--baseline-md",
+                    default=os.path.join(ROOT, "docs", "results", "benchmarks_libtorch1.13.md"),
+                    help="an earlier report of this script, for section 8 [the LibTorch 1.13 "
+                         "one kept in docs/results/]; empty: none")
+    ap.add_argument("--baseline-mlp",
+                    default=os.path.join(ROOT, "docs", "results", "bench_mlp.csv"),
+                    help="an earlier scripts/bench_mlp.py CSV (or a report's mlp.csv), for "
+                         "section 8 [docs/results/bench_mlp.csv]; empty: none")
     ap.add_argument("--reuse", action="store_true", help="only re-render from --data-dir")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     if a.full and a.smoke:
         ap.error("--full and --smoke exclude each other")
+    if a.libtorch not in ("debian", "pypi"):
+        ap.error(f"--libtorch {a.libtorch}: expected debian or pypi")
+    if a.venv is not None and a.libtorch != "pypi":
+        ap.error(f"--venv {a.venv}: only read with --libtorch pypi (with --libtorch "
+                 f"{a.libtorch} the peers run on {PY})")
+    for opt, path in (("--baseline-md", a.baseline_md), ("--baseline-mlp", a.baseline_mlp)):
+        if path and not os.path.isfile(path):
+            ap.error(f"{opt} {path}: no such file (an empty value compares with nothing)")
+    suffix = "-pypi" if a.libtorch == "pypi" else ""
+    a.build_dir = a.build_dir or os.path.join(ROOT, "build-report" + suffix)
+    a.data_dir = a.data_dir or os.path.join(ROOT, "out", "report" + suffix)
+    a.venv = a.venv or os.environ.get("ANODE_VENV") or os.path.join(ROOT, ".venv")
+    a.python = PY
+    if a.reuse:
+        return a  # nothing runs: the data's LibTorch is the one its run.json names
+    torch_pkg = ""
+    if a.libtorch == "pypi":
+        a.python = os.path.join(a.venv, "bin", "python")
+        if not os.access(a.python, os.X_OK):
+            ap.error(f"--libtorch pypi: no Python at {a.python} (--venv {a.venv}); make that "
+                     f"virtual environment with `{SETUP_PYPI}`")
+        torch_pkg = torch_dir(a.python)
+        if not torch_pkg:
+            ap.error(f"--libtorch pypi: {a.python} cannot import torch (--venv {a.venv}); "
+                     f"install it with `{SETUP_PYPI}`")
+    why = build_mismatch(a.build_dir, a.libtorch, torch_pkg)
+    if why:
+        ap.error(why)
+    return a
+
+
+def main():
+    a = parse_args()
     t0 = time.time()
     started = datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M")
     load_before = machine.load_average()
     os.makedirs(a.data_dir, exist_ok=True)
     os.makedirs(a.docs_dir, exist_ok=True)
     if not a.reuse:
-        for var in ("ANODE_TORCHDIFFEQ_PATH", "ANODE_OFFICIAL_PATH"):
-            if not os.environ.get(var):
-                log(f"{var} is not set: that peer will be skipped (see benchmarks/python/README.md)")
+        log(f"--libtorch {a.libtorch}: the peers run on {a.python}, the C++ side is built in "
+            f"{a.build_dir}")
+        for note in peer_notes(a.python):
+            log(note)
         heap_lib = None
         if a.no_build:
             hits = glob.glob(os.path.join(a.build_dir, "**", "libheapcount.so"), recursive=True)
@@ -1208,11 +1584,13 @@ def main():
             if heap_lib is None:
                 raise SystemExit("--no-build: no libheapcount.so under " + a.build_dir)
         else:
-            heap_lib = build(a.build_dir, a.jobs)
+            heap_lib = build(a.build_dir, a.jobs, a.libtorch, a.python)
         if not a.skip_benches:
             run_benches(a, a.build_dir, heap_lib, a.data_dir)
         if not a.skip_peers:
             run_peers(a, a.build_dir, heap_lib, a.data_dir)
+        if not a.skip_mlp:
+            run_mlp(a, a.build_dir, a.data_dir)
     run_file = os.path.join(a.data_dir, "run.json")
     if a.reuse and os.path.isfile(run_file):
         with open(run_file) as f:
@@ -1221,12 +1599,14 @@ def main():
                                                      r["load_before"], r["load_after"])
         a.full, a.smoke, a.threads = r["full"], r["smoke"], r["threads"]
         a.device = r.get("device", "cpu")
+        a.libtorch = r.get("libtorch", "debian")  # written before --libtorch: Debian's
+        a.build_dir = r.get("build_dir", a.build_dir)
     else:
         elapsed, load_after = time.time() - t0, machine.load_average()
         with open(run_file, "w") as f:
             json.dump(dict(started=started, elapsed_s=elapsed, load_before=load_before,
                            load_after=load_after, full=a.full, smoke=a.smoke, threads=a.threads,
-                           device=a.device),
+                           device=a.device, libtorch=a.libtorch, build_dir=a.build_dir),
                       f, indent=1)
     write_report(a, a.data_dir, a.docs_dir, started, elapsed, load_before, load_after)
     log(f"total {(time.time() - t0) / 60:.1f} min")

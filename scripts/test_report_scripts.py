@@ -6,23 +6,31 @@ on small committed fixtures and on the results committed in docs/results/. Stand
 
 The fixtures under scripts/testdata/gpu_check/ are the real output of GoogleTest 1.12 and CTest
 3.25 (scripts/testdata/README.md says how they were made), so a parser that misreads those
-formats fails here rather than on a lent GPU machine.
+formats fails here rather than on a lent GPU machine; those under scripts/testdata/report/ are
+small results in the shapes scripts/report.py and scripts/bench_mlp.py write, with round figures
+whose medians and ratios can be worked out by hand.
 """
+import contextlib
+import io
 import math
 import os
 import sys
 import tempfile
+import types
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from anode_report import machine, results, tables, targets, testlogs  # noqa: E402
+from anode_report import baseline, machine, results, tables, targets, testlogs  # noqa: E402
 import bench_mlp  # noqa: E402
 import gpu_summary  # noqa: E402
 import report  # noqa: E402
 
 FIXTURES = os.path.join(HERE, "testdata", "gpu_check")
+REPORT_FIXTURES = os.path.join(HERE, "testdata", "report")
+KEPT_BASELINE = os.path.join(ROOT, "docs", "results", "benchmarks_libtorch1.13.md")
+PEERS_NETWORK = "4 ODE blocks, RHS conv3x3-BN-ReLU-conv3x3-BN-ReLU, 32 channels, batch 8, 32x32"
 
 
 def write(folder, name, text):
@@ -255,6 +263,15 @@ class BenchMlp(unittest.TestCase):
         self.assertNotIn("step_ms", rows[0])
         self.assertEqual(rows[0]["batch"], 256)
 
+    def test_unpaired_rows_are_kept_only_when_asked(self):
+        # torchdiffeq skipped in round 0: "a" has nothing to be divided by there.
+        rows = [dict(method="rk2", impl="a", round=0, step_ms=2.0, rhs_evals_fwd=200,
+                     rhs_evals_bwd=0)]
+        ref_of = lambda g: "ref"  # noqa: E731
+        self.assertEqual(bench_mlp.ratio_rows(rows, ["method"], ref_of), [])
+        self.assertEqual(bench_mlp.ratio_rows(rows, ["method"], ref_of, unpaired=True),
+                         [["rk2", "a", "2.00", "n/a", "200 / 0"]])
+
     def test_round_ratios_pair_rows_of_the_same_round(self):
         sel = [dict(impl="a", round=0, step_ms=2.0), dict(impl="ref", round=0, step_ms=4.0),
                dict(impl="a", round=1, step_ms=3.0), dict(impl="ref", round=1, step_ms=3.0),
@@ -289,6 +306,219 @@ class ReportHelpers(unittest.TestCase):
         self.assertIn("ratio 2.50 to 2.50 over 1 points", text[0])  # 300 / (2·10 + 100)
         self.assertEqual(found.targets[0][1:], ["2.50", "≤ 1.2", "**missed**"])
         self.assertEqual(len(found.misses), 1)
+
+
+class CmakeCache(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.addCleanup(self.dir.cleanup)
+
+    def wheel(self, version):
+        """A torch package folder holding only a version.py, as a wheel's does."""
+        torch_pkg = os.path.join(self.dir.name, version, "site-packages", "torch")
+        os.makedirs(torch_pkg)
+        write(torch_pkg, "version.py", "__all__ = ['__version__']\n"
+              f"__version__ = '{version}'\ndebug = False\n")
+        return torch_pkg
+
+    def build(self, torch_cmake):
+        build_dir = os.path.join(self.dir.name, "build")
+        os.makedirs(build_dir, exist_ok=True)
+        write(build_dir, "CMakeCache.txt", "# This is the CMakeCache file.\n"
+              "//Choose the type of build\nCMAKE_BUILD_TYPE:STRING=Release\n"
+              "CMAKE_CXX_FLAGS_RELEASE:STRING=-O3 -DNDEBUG\n"
+              f"Torch_DIR:PATH={torch_cmake}\n")
+        return build_dir
+
+    def test_the_flags_and_the_wheel_of_a_build(self):
+        torch_pkg = self.wheel("2.15.0+cu132")
+        cache = machine.cmake_cache(self.build(os.path.join(torch_pkg, "share", "cmake",
+                                                            "Torch")))
+        self.assertEqual(machine.build_flags(cache), "Release: `-O3 -DNDEBUG`")
+        self.assertEqual(machine.wheel_torch_dir(cache), torch_pkg)
+        self.assertEqual(machine.torch_package_version(torch_pkg), "2.15.0+cu132")
+        debian = {"Torch_DIR": "/usr/lib/x86_64-linux-gnu/cmake/Torch"}
+        self.assertEqual(machine.wheel_torch_dir(debian), "")
+        self.assertEqual(machine.build_flags(machine.cmake_cache(self.dir.name)), "?")
+        self.assertEqual(machine.torch_package_version(self.dir.name), "?")
+
+    def test_a_build_of_the_other_libtorch_or_wheel_is_refused(self):
+        built = self.wheel("2.15.0+cu132")
+        build_dir = self.build(os.path.join(built, "share", "cmake", "Torch"))
+        self.assertEqual(report.build_mismatch(build_dir, "pypi", built), "")
+        why = report.build_mismatch(build_dir, "pypi", self.wheel("2.14.1"))
+        self.assertIn("torch 2.15.0+cu132", why)
+        self.assertIn("torch 2.14.1", why)
+        self.assertIn("--libtorch pypi", report.build_mismatch(build_dir, "debian", ""))
+        debian = self.build("/usr/lib/x86_64-linux-gnu/cmake/Torch")
+        self.assertIn("not a torch wheel's", report.build_mismatch(debian, "pypi", built))
+        self.assertEqual(report.build_mismatch(debian, "debian", ""), "")
+        self.assertEqual(report.build_mismatch(os.path.join(self.dir.name, "none"), "pypi",
+                                               built), "")
+
+
+class ReportOptions(unittest.TestCase):
+    def error_of(self, argv):
+        """What parse_args says on stderr when it refuses `argv`."""
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), self.assertRaises(SystemExit) as stop:
+            report.parse_args(argv)
+        self.assertEqual(stop.exception.code, 2)
+        return err.getvalue()
+
+    def test_pypi_without_a_venv_says_how_to_make_it(self):
+        with tempfile.TemporaryDirectory() as d:
+            msg = self.error_of(["--libtorch", "pypi", "--venv", d])
+            self.assertIn(f"--libtorch pypi: no Python at {d}/bin/python", msg)
+        self.assertIn("ANODE_LIBTORCH=pypi ANODE_PEERS=1 bash scripts/setup.sh", msg)
+
+    def test_bad_values_are_named(self):
+        self.assertIn("--libtorch conda: expected debian or pypi",
+                      self.error_of(["--libtorch", "conda"]))
+        self.assertIn("--venv /x: only read with --libtorch pypi",
+                      self.error_of(["--venv", "/x"]))
+        self.assertIn("--baseline-md /no/such.md: no such file",
+                      self.error_of(["--baseline-md", "/no/such.md", "--reuse"]))
+
+    def test_defaults_follow_the_libtorch(self):
+        a = report.parse_args(["--reuse", "--libtorch", "pypi", "--venv", "/v"])
+        self.assertEqual(a.build_dir, os.path.join(ROOT, "build-report-pypi"))
+        self.assertEqual(a.data_dir, os.path.join(ROOT, "out", "report-pypi"))
+        self.assertEqual(a.venv, "/v")
+        a = report.parse_args(["--reuse", "--baseline-md", ""])
+        self.assertEqual(a.build_dir, os.path.join(ROOT, "build-report"))
+        self.assertEqual(a.baseline_md, "")
+
+    def test_the_wheels_configure_is_that_of_the_ci_job(self):
+        cmd = report.configure_command("/b", "pypi", "/t")
+        self.assertIn("-DCMAKE_PREFIX_PATH=/t;/t/share/cmake", cmd)
+        self.assertIn("-DANODE_DISTRIBUTED=OFF", cmd)
+        debian = report.configure_command("/b", "debian")
+        self.assertFalse([c for c in debian if "PREFIX_PATH" in c or "DISTRIBUTED" in c])
+        env = report.wheel_env({"PATH": "/bin"})
+        self.assertEqual((env["CUDACXX"], env["TORCH_CUDA_ARCH_LIST"]),
+                         ("/usr/local/cuda/bin/nvcc", "9.0"))
+        self.assertEqual(report.wheel_env({"CUDACXX": "/opt/nvcc"})["CUDACXX"], "/opt/nvcc")
+
+    def test_the_command_line_names_the_libtorch(self):
+        a = types.SimpleNamespace(full=False, smoke=True, threads=1, device="cuda",
+                                  libtorch="pypi")
+        self.assertEqual(report.command_line(a), "/usr/bin/python3 scripts/report.py "
+                         "--libtorch pypi --smoke --device cuda")
+
+
+class Versions(unittest.TestCase):
+    def test_pip_peers_and_the_mlp_case_give_their_versions(self):
+        with tempfile.TemporaryDirectory() as d:
+            write(d, "peers_py_torchode_2.csv", "# python=3.11.2\n# torch=2.15.0+cu132\n"
+                  "# peer_version=1.0.1\nimpl,nt\ntorchode,2\n")
+            write(d, "peers_py_torchdiffeq_2.csv", "# peer_version=0.2.5\n"
+                  "# peer_revision=657943ac0123456789\nimpl,nt\ntorchdiffeq,2\n")
+            info = report.versions(d)
+            self.assertEqual(info["torchode"], "1.0.1 (pip)")
+            self.assertEqual(info["torchdiffeq"], "0.2.5 rev 657943ac0123")
+            self.assertEqual(info["python torch"], "2.15.0+cu132")
+        with tempfile.TemporaryDirectory() as d:  # --skip-peers: only the MLP case ran
+            with open(os.path.join(REPORT_FIXTURES, "mlp.csv")) as f:
+                write(d, "mlp.csv", f.read())
+            info = report.versions(d)
+        self.assertEqual((info["torchdiffeq"], info["torchode"], info["python torch"]),
+                         ("0.2.5", "1.0.1", "2.15.0+cu132"))
+
+
+class MlpSection(unittest.TestCase):
+    def test_the_table_ratios_and_what_was_skipped(self):
+        rows, skipped = report.read_mlp(os.path.join(REPORT_FIXTURES, "mlp.csv"))
+        self.assertEqual(len(rows), 10)  # the two skipped rows did not run
+        self.assertEqual(skipped, ["torchode-dopri5: skipped: torchode is not installed in "
+                                   "/usr/bin/python3 and ANODE_TORCHODE_PATH is not set"])
+        text = report.mlp_section(rows, skipped)
+        # anode: 28 and 32 ms against torchdiffeq's 40 in the same rounds.
+        self.assertIn("| rk2 | anode-anode | 30.00 | 0.75 (0.70–0.80) | 200 / 200 |", text)
+        self.assertIn("| rk2 | torchode-rk2 | 90.00 | 2.25 (2.00–2.50) | 202 / 0 |", text)
+        self.assertIn("| dopri5 | anode-anode | 7.00 | 0.70 (0.60–0.80) | 32 / 31 |", text)
+        self.assertIn("its RK2 takes 202 forward evaluations, not 200", text)
+        self.assertIn("Skipped: torchode-dopri5: skipped:", text)
+        self.assertIn("2 alternating round(s) of 20 timed steps", text)
+        self.assertIsNone(report.mlp_section([], skipped))
+
+
+class Baseline(unittest.TestCase):
+    def test_the_kept_libtorch_1_13_report_reads_back(self):
+        # The reader and report.py's layout change together: the kept report must still read.
+        rep = baseline.read_report(KEPT_BASELINE)
+        self.assertEqual((rep.libtorch, rep.grid, rep.threads, rep.device),
+                         ("1.13.0", "quick", "1", "cpu"))
+        self.assertEqual(rep.versions["Python / torch"], "3.11.2 / 1.13.0a0")
+        self.assertTrue(rep.network.startswith(PEERS_NETWORK + ", RK2"))
+        self.assertEqual(len(rep.peers), 8 * 3)  # 8 implementations, N_t 2, 8, 32
+        self.assertEqual(rep.peers[("anode-cpp/anode", 8)]["step ms"], "728")
+        self.assertEqual(rep.peers[("torchdiffeq-adjoint", 32)]["peak heap MiB"], "35.8")
+        self.assertEqual(baseline.peers_mismatch(rep, "quick", PEERS_NETWORK, 1, "cpu"), "")
+
+    def test_the_command_line_gives_threads_and_device_and_other_tables_are_left_out(self):
+        rep = baseline.read_report(os.path.join(REPORT_FIXTURES, "baseline_cuda.md"))
+        self.assertEqual((rep.libtorch, rep.grid, rep.threads, rep.device),
+                         ("2.15.0", "full", "2", "cuda"))
+        self.assertEqual(sorted(rep.peers), [("anode-cpp/backprop", 2), ("torchode", 2)])
+        why = baseline.peers_mismatch(rep, "quick", PEERS_NETWORK, 1, "cpu")
+        self.assertEqual(why, "grid quick here, full there; 1 thread(s) here, 2 there; "
+                              "device cpu here, cuda there")
+
+    def test_another_network_is_not_compared(self):
+        rep = baseline.read_report(KEPT_BASELINE)
+        smoke = "2 ODE blocks, RHS conv3x3-BN-ReLU-conv3x3-BN-ReLU, 8 channels, batch 8, 8x8"
+        why = baseline.peers_mismatch(rep, "quick", smoke, 1, "cpu")
+        self.assertIn(f"network '{smoke}' here", why)
+        self.assertNotIn("grid", why)
+
+
+class ChangesSection(unittest.TestCase):
+    here = dict(grid="quick", network=PEERS_NETWORK, threads=1, device="cpu",
+                libtorch="2.15.0", torch="2.15.0+cu132", blas="mkl")
+    current = {("anode-cpp/anode", 8): dict(step_ms=364.0, heap_peak_bytes=86.3 * tables.MIB),
+               ("torchode", 8): dict(step_ms=900.0, heap_peak_bytes=100 * tables.MIB)}
+
+    def mlp(self):
+        then = report.comparable_mlp_rows(
+            bench_mlp.read_csv(os.path.join(REPORT_FIXTURES, "bench_mlp_baseline.csv")), 256, 1)
+        now, _skipped = report.read_mlp(os.path.join(REPORT_FIXTURES, "mlp.csv"))
+        return then, now
+
+    def test_peers_rows_then_and_now(self):
+        rows = report.peers_changes(baseline.read_report(KEPT_BASELINE), self.current)
+        # torchode is not in the 1.13 report: only what both measured is compared.
+        self.assertEqual(rows, [["anode-cpp/anode", 8, "728", "364", "0.50", "86.3", "86.3"]])
+
+    def test_mlp_rows_compare_openblas_at_batch_256_only(self):
+        then, now = self.mlp()
+        self.assertEqual({(r["blas"], r["batch"]) for r in then}, {("openblas", 256)})
+        rows = {(r[0], r[1]): r[2:] for r in report.mlp_changes(then, now)}
+        # then 45 and 50 ms (÷ torchdiffeq 1.25 in both rounds), now 28 and 32 (0.70, 0.80).
+        self.assertEqual(rows[("rk2", "anode-anode")], ["47.50", "30.00", "0.63", "1.25", "0.75"])
+        self.assertEqual(rows[("rk2", "torchode-rk2")], ["not run", "90.00", "n/a", "n/a", "2.25"])
+        self.assertEqual(rows[("dopri5", "anode-anode")], ["8.00", "7.00", "0.88", "0.80", "0.70"])
+        self.assertNotIn(("dopri5", "torchode-dopri5"), rows)  # skipped now
+
+    def test_the_section_compares_only_the_same_configuration(self):
+        rep = baseline.read_report(KEPT_BASELINE)
+        then, now = self.mlp()
+        text = report.changes_section(rep, KEPT_BASELINE, self.here, self.current, then,
+                                      "x.csv", now)
+        self.assertIn("LibTorch 1.13.0 (Python / torch 3.11.2 / 1.13.0a0)", text)
+        self.assertIn("BLAS: generic there, mkl here", text)
+        self.assertIn("the median over its 2 round(s), \"now\" over this run's 2", text)
+        self.assertIn("| anode-cpp/anode | 8 | 728 | 364 | 0.50 | 86.3 | 86.3 |", text)
+        self.assertIn("| rk2 | anode-anode | 47.50 | 30.00 | 0.63 | 1.25 | 0.75 |", text)
+        smoke = dict(self.here, grid="smoke")
+        text = report.changes_section(rep, KEPT_BASELINE, smoke, self.current, then, "x.csv", now)
+        self.assertIn("not compared, the configurations differ (grid smoke here, quick there)",
+                      text)
+        self.assertNotIn("| anode-cpp/anode |", text)
+        self.assertIn("| rk2 | anode-anode |", text)  # the MLP problem is the same at any grid
+        self.assertIsNone(report.changes_section(None, "", self.here, self.current, [], "", now))
+        two = report.comparable_mlp_rows(then, 256, 2)  # measured on one thread: not comparable
+        self.assertEqual(two, [])
 
 
 if __name__ == "__main__":

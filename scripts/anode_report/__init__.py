@@ -14,4 +14,5 @@ torch and is imported by the measuring processes; this one only reads what they 
     machine   the machine and software a report describes
     targets   the performance targets, each with its threshold, in one place
     testlogs  GoogleTest JSON and CTest JUnit results
+    baseline  an earlier docs/benchmarks.md read back, for what changed since
 """
