@@ -1286,6 +1286,15 @@ def changes_section(rep, base_md, here, current, then_mlp, base_mlp, now_mlp):
                    f"{here['libtorch']} (torch {here['torch']}). BLAS: "
                    f"{rep.versions.get('BLAS', '?')} there, {here['blas']} here. Its figures are "
                    "quoted as that run printed them; its machine load is in that file.\n")
+        then_cpu, now_cpu = rep.versions.get("CPU", "?"), here.get("cpu", "?")
+        if then_cpu != now_cpu:
+            # A development VM is not always the same hardware: the time ratios then mix the
+            # LibTorch change with the machine's.
+            sec.append(f"**Another machine**: the baseline ran on {then_cpu}, this run on "
+                       f"{now_cpu}, so the step-time ratios below measure the machine as well as "
+                       "the LibTorch; within each run the ratios between implementations (C++ "
+                       "against the Python peers, one LibTorch and torch) are the comparison "
+                       "that holds.\n")
         why = baseline.peers_mismatch(rep, here["grid"], here["network"], here["threads"],
                                       here["device"])
         rows = [] if why else peers_changes(rep, current)
@@ -1359,7 +1368,8 @@ def plots_and_sections(a, data, docs):
     info = versions(data)
     here = dict(grid=grid_name(a), network=peers.meta.get("network", "?"), threads=a.threads,
                 device=a.device, libtorch=info.get("libtorch", "?"),
-                torch=info.get("python torch", "?"), blas=info.get("blas", "?"))
+                torch=info.get("python torch", "?"), blas=info.get("blas", "?"),
+                cpu=info.get("cpu", "?"))
     changes = changes_section(rep, a.baseline_md, here, peers.by, then_mlp, a.baseline_mlp, mrows)
     if changes is not None:
         sections[8] = changes
