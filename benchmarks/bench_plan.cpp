@@ -242,7 +242,7 @@ int main(int argc, char** argv) try {
       r.plan = std::make_shared<anode::MemoryPlan>(budget);
       for (auto& blk : anode::ode_blocks(*r.net)) blk->options.memory_plan(r.plan);
       try {
-        for (int w = 0; w < 3; ++w) r.peak = std::max(r.peak, train_step(b, r).second);
+        for (int w = 0; w < 4; ++w) r.peak = std::max(r.peak, train_step(b, r).second);
       } catch (const std::exception& e) {
         r.status = std::string("error: ") + e.what();
         r.status = r.status.substr(0, r.status.find('\n'));

@@ -43,6 +43,7 @@
 #include <anode/gradient/plan_solver.hpp>
 #include <anode/gradient/schedule.hpp>
 
+#include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 #include <c10/util/Exception.h>
@@ -84,9 +85,23 @@ struct PlanCallKey {
   bool operator!=(const PlanCallKey& o) const { return !(*this == o); }
 };
 
+/// The key of a call from its input and solver.
+inline PlanCallKey plan_call_key(const at::Tensor& z0, bool training, bool adaptive, int64_t steps,
+                                 std::string method, std::size_t parameters) {
+  PlanCallKey key;
+  key.sizes = z0.sizes().vec();
+  key.dtype = z0.scalar_type();
+  key.device = z0.device();
+  key.training = training;
+  key.adaptive = adaptive;
+  key.steps = adaptive ? 0 : steps;
+  key.method = std::move(method);
+  key.parameters = parameters;
+  return key;
+}
+
 /// What a call's forward pass is told, and what the plan measures of it (absolute meter bytes).
-/// Owned by the call (its autograd node): a call whose graph is dropped without a backward
-/// releases its ticket, and the plan counts it as done.
+/// The plan keeps the step's tickets; the call holds its own through a PlanLease.
 struct PlanTicket {
   MemoryPlan* plan = nullptr;
   std::weak_ptr<int> alive;  // the plan's lifetime token
@@ -106,8 +121,18 @@ struct PlanTicket {
   int64_t after_fwd_peak = 0;  // from its forward's end to the next boundary
   int64_t bwd_usage = 0;       // when its backward started
   int64_t bwd_peak = 0;        // during its backward
+  int64_t rebuild_peak = 0;    // the whole recompute: during the rebuild of its graph
+  int64_t rebuilt_usage = 0;   // when its graph was rebuilt
+  int64_t gradient_peak = 0;   // during the gradient through it
   int64_t after_bwd_peak = 0;  // from its backward's end to the next boundary
-  ~PlanTicket();
+};
+
+/// A call's hold on its ticket, owned by what owns the call's graph (its autograd node, or a kept
+/// graph's marks): a call whose graph is dropped without a backward releases its ticket, and
+/// the plan counts it as done.
+struct PlanLease {
+  std::shared_ptr<PlanTicket> ticket;
+  ~PlanLease();
 };
 
 }  // namespace detail
@@ -123,7 +148,13 @@ class MemoryPlan {
     TORCH_CHECK(slot_ >= 0, "anode::MemoryPlan: at most ", memory::detail::kTroughSlots,
                 " memory plans can exist at once; share one plan between the blocks of a model");
   }
-  ~MemoryPlan() { memory::detail::release_trough_slot(slot_); }
+  ~MemoryPlan() {
+    // The calls of an unfinished step (a graph still alive, or dropped with the plan) must not
+    // report to a plan being destroyed.
+    alive_.reset();
+    step_.tickets.clear();
+    memory::detail::release_trough_slot(slot_);
+  }
   MemoryPlan(const MemoryPlan&) = delete;
   MemoryPlan& operator=(const MemoryPlan&) = delete;
 
@@ -180,6 +211,8 @@ class MemoryPlan {
   void measured(detail::PlanTicket& t, const detail::StepCost& cost);
   void end_forward(detail::PlanTicket& t);
   void begin_backward(detail::PlanTicket& t);
+  /// The whole recompute rebuilt the call's graph; the gradient through it starts now.
+  void rebuilt(detail::PlanTicket& t);
   void end_backward(detail::PlanTicket& t);
   /// The call's graph was dropped without its backward.
   void release(detail::PlanTicket& t);
@@ -191,7 +224,10 @@ class MemoryPlan {
     std::vector<plan::CallProfile> calls;  // usage relative to the first call's forward start
     std::vector<detail::StepCost> costs;
     std::vector<int64_t> fwd_growth;  // calibration: bytes a call's forward left live
-    std::vector<int64_t> kept_graph;  // measured bytes of a kept graph, 0 until measured
+    std::vector<int64_t> kept_graph;  // bytes of a kept graph, 0 until measured
+    std::vector<int64_t> kept_fwd;    // what its forward allocated above its start
+    std::vector<int64_t> kept_bwd;    // and its backward above its start
+    std::vector<int> kept_tier;       // where those come from: 0 none, 1 rebuilt, 2 kept
     std::vector<int64_t> whole;       // measured backward bytes of the whole recompute, 0 until
     // per call, what the calibration measured of its cheapest form
     std::vector<int64_t> cal_forward, cal_transient;
@@ -203,7 +239,7 @@ class MemoryPlan {
     int64_t calibration_peak = 0;   // and its measured peak
     plan::Solution solution;
   };
-  enum class Segment { None, AfterForward, Forward, Backward, AfterBackward };
+  enum class Segment { None, AfterForward, Forward, Backward, Gradient, AfterBackward };
   // The step in progress.
   struct Step {
     int64_t id = 0;
@@ -239,6 +275,10 @@ class MemoryPlan {
         case Segment::Backward:
           t.bwd_peak = std::max(t.bwd_peak, p);
           break;
+        case Segment::Gradient:
+          t.bwd_peak = std::max(t.bwd_peak, p);
+          t.gradient_peak = std::max(t.gradient_peak, p);
+          break;
         case Segment::AfterBackward:
           t.after_bwd_peak = std::max(t.after_bwd_peak, p);
           break;
@@ -273,8 +313,9 @@ class MemoryPlan {
 // ------------------------------------------------------------------------------------------------
 
 namespace detail {
-inline PlanTicket::~PlanTicket() {
-  if (plan != nullptr && !done && !alive.expired()) plan->release(*this);
+inline PlanLease::~PlanLease() {
+  if (ticket && ticket->plan != nullptr && !ticket->done && !ticket->alive.expired())
+    ticket->plan->release(*ticket);
 }
 }  // namespace detail
 
@@ -321,14 +362,23 @@ inline std::vector<plan::Option> MemoryPlan::options_for(const Profile& p, std::
   const int64_t err =
       std::max<int64_t>(0, p.cal_transient[j] - detail::backward_bytes(c, n, cal.checkpoints)) +
       p.margin;
-  // A kept graph: measured once kept, else N steps of one measured step's graph (which counts
-  // each intermediate state twice: conservative).
-  const int64_t graph = p.kept_graph[j] > 0 ? p.kept_graph[j] : n * c.graph;
-  out.push_back({{plan::Choice::Keep, 0},
-                 graph,
-                 graph + f,
-                 graph + (c.peak - c.graph) + c.accumulators + err,
-                 0.0});
+  // A kept graph (Backprop's, run by the engine: gradient/planned_keep.hpp): measured once kept,
+  // or bounded on one a whole recompute rebuilt, else estimated from one measured step. The
+  // estimate: N steps' graphs (each step's output counted, which a chain may free), less what the
+  // cheapest form holds too (the output, the world's snapshot); a forward peaking at N-1 steps'
+  // graphs plus one step's forward peak; a backward that at any step holds at most one step's
+  // backward (gradients, temporaries, the parameters' contributions) plus the parameters'
+  // gradients accumulated so far.
+  const int64_t params = std::max<int64_t>(0, (c.accumulators - c.state) / 2);
+  int64_t graph = std::max<int64_t>(0, n * c.graph - p.fwd_growth[j]);
+  int64_t kept_forward = (n - 1) * c.graph + c.forward_peak;
+  int64_t kept_backward = graph + (c.peak - c.graph) + params + p.margin;
+  if (p.kept_tier[j] > 0) {
+    graph = p.kept_graph[j];
+    kept_forward = p.kept_fwd[j];
+    kept_backward = graph + p.kept_bwd[j] + p.margin;
+  }
+  out.push_back({{plan::Choice::Keep, 0}, graph, kept_forward, kept_backward, 0.0});
   // The whole recompute: measured once used, else modelled.
   const int64_t whole =
       p.whole[j] > 0 ? p.whole[j] + p.margin : detail::backward_bytes(c, n, 0) + err;
@@ -443,7 +493,10 @@ inline std::shared_ptr<detail::PlanTicket> MemoryPlan::begin_forward(
   boundary(Segment::Forward, t->index);
   t->fwd_usage = now();
   t->forward_started = std::chrono::steady_clock::now();
-  return t;
+  // The call's handle: the ticket, owned through a lease (the plan's own reference is the step's).
+  auto lease = std::make_shared<detail::PlanLease>();
+  lease->ticket = t;
+  return std::shared_ptr<detail::PlanTicket>(lease, t.get());
 }
 
 inline void MemoryPlan::measured(detail::PlanTicket& t, const detail::StepCost& cost) {
@@ -454,7 +507,6 @@ inline void MemoryPlan::measured(detail::PlanTicket& t, const detail::StepCost& 
   // The measurement's own peak counts in the step, not in the call's forward.
   boundary(Segment::Forward, t.index);
   t.fwd_peak = 0;
-  t.fwd_usage = now();
   t.forward_started = std::chrono::steady_clock::now();
 }
 
@@ -475,6 +527,14 @@ inline void MemoryPlan::begin_backward(detail::PlanTicket& t) {
   boundary(Segment::Backward, t.index);
   t.bwd_usage = now();
   step_.backward_order.push_back(t.index);
+}
+
+inline void MemoryPlan::rebuilt(detail::PlanTicket& t) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (t.step != step_.id || t.done || !t.backward_started) return;
+  boundary(Segment::Gradient, t.index);
+  t.rebuild_peak = t.bwd_peak;
+  t.rebuilt_usage = now();
 }
 
 inline void MemoryPlan::end_backward(detail::PlanTicket& t) {
@@ -498,6 +558,14 @@ inline void MemoryPlan::finish_step() {
   Step& s = step_;
   s.open = false;
   const auto& ts = s.tickets;
+  // A step none of whose calls reached its backward (an evaluation with autograd on, its graph
+  // dropped) is not a training step: nothing to report or learn, and the profile stands.
+  if (std::none_of(ts.begin(), ts.end(), [](const auto& t) { return t->backward_started; })) {
+    s.profile = nullptr;
+    s.tickets.clear();
+    memory::detail::reset_trough(slot_);
+    return;
+  }
   last_decisions_.clear();
   for (const auto& t : ts) last_decisions_.push_back(t->decision);
   last_peak_ = s.peak - s.baseline;
@@ -520,6 +588,9 @@ inline void MemoryPlan::finish_step() {
       p->costs.push_back(t->cost);
       p->fwd_growth.push_back(t->fwd_end - t->fwd_usage);
       p->kept_graph.push_back(0);
+      p->kept_fwd.push_back(0);
+      p->kept_bwd.push_back(0);
+      p->kept_tier.push_back(0);
       p->whole.push_back(0);
       p->cal_forward.push_back(std::max<int64_t>(0, t->fwd_peak - t->fwd_usage));
       p->cal_transient.push_back(std::max<int64_t>(0, t->bwd_peak - t->bwd_usage));
@@ -570,12 +641,41 @@ inline void MemoryPlan::finish_step() {
         }
       }
     };
+    // A kept graph's bytes (its size, its forward's and its backward's allocations) come from
+    // two sources: measured on the kept graph itself (tier 2), or bounded from above on the graph
+    // a whole recompute rebuilt (tier 1: the Function holds the incoming gradient throughout,
+    // and the rebuild's snapshot of the world adds to it). A tier-2 figure replaces a tier-1
+    // one, shared by calls of the same kind as above.
+    const auto learn_kept = [&](std::size_t j, int tier, int64_t graph, int64_t fwd, int64_t bwd) {
+      if (graph <= 0 || fwd <= 0 || bwd <= 0) return;
+      for (std::size_t i = 0; i < p.kept_graph.size(); ++i) {
+        if (i != j && !same_kind(i, j)) continue;
+        if (p.kept_tier[i] > tier) continue;
+        const bool replace = p.kept_tier[i] < tier || i == j;
+        const int64_t g = replace ? graph : std::max(graph, p.kept_graph[i]);
+        const int64_t f = replace ? fwd : std::max(fwd, p.kept_fwd[i]);
+        const int64_t b = replace ? bwd : std::max(bwd, p.kept_bwd[i]);
+        if (g != p.kept_graph[i] || f != p.kept_fwd[i] || b != p.kept_bwd[i]) p.solved_for = -1;
+        p.kept_graph[i] = g;
+        p.kept_fwd[i] = f;
+        p.kept_bwd[i] = b;
+        p.kept_tier[i] = tier;
+      }
+    };
     for (std::size_t j = 0; j < n && j < p.keys.size(); ++j) {
       const auto& t = *ts[j];
-      if (t.decision.choice == plan::Choice::Keep)
-        learn(p.kept_graph, j, (t.fwd_end - t.fwd_usage) - p.fwd_growth[j]);
-      if (t.decision.choice == plan::Choice::Whole && !t.key.adaptive)
+      if (t.decision.choice == plan::Choice::Keep) {
+        learn_kept(j, 2, (t.fwd_end - t.fwd_usage) - p.fwd_growth[j], t.fwd_peak - t.fwd_usage,
+                   t.bwd_peak - t.bwd_usage);
+      }
+      if (t.decision.choice == plan::Choice::Whole && !t.key.adaptive) {
         learn(p.whole, j, t.bwd_peak - t.bwd_usage);
+        // The rebuilt graph less its output (which the call's cheapest form holds too).
+        if (t.rebuilt_usage > 0) {
+          learn_kept(j, 1, t.rebuilt_usage - t.bwd_usage - p.costs[j].state,
+                     t.rebuild_peak - t.bwd_usage, t.gradient_peak - t.rebuilt_usage);
+        }
+      }
     }
     // Step times are noisy (a loaded machine, a first call's warm-up): each call's time per
     // graph-free step is the least seen, which a re-plan follows when it moved by a fifth.
@@ -639,8 +739,14 @@ inline std::ostream& operator<<(std::ostream& os, const MemoryPlan& p) {
     if (k.adaptive) {
       os << " (adaptive: recomputed whole, the only choice it supports under a plan)";
     } else {
-      const int64_t graph = prof->kept_graph[j] > 0 ? prof->kept_graph[j] : k.steps * c.graph;
-      os << "; graph " << mib(graph) << (prof->kept_graph[j] > 0 ? " (measured)" : " (estimated)")
+      const int tier = prof->kept_tier[j];
+      const int64_t graph = tier > 0
+                                ? prof->kept_graph[j]
+                                : std::max<int64_t>(0, k.steps * c.graph - prof->fwd_growth[j]);
+      os << "; graph " << mib(graph)
+         << (tier == 2   ? " (measured)"
+             : tier == 1 ? " (bounded on a rebuilt one)"
+                         : " (estimated)")
          << ", step " << mib(c.peak) << ", state " << mib(c.state) << ", recompute "
          << std::setprecision(3) << prof->tau[j] * 1e3 << " ms/step";
     }

@@ -12,6 +12,7 @@
 #include <anode/detail/graph.hpp>
 #include <anode/gradient/adjoint.hpp>
 #include <anode/gradient/checkpoint.hpp>
+#include <anode/gradient/planned_keep.hpp>
 #include <anode/integrate.hpp>
 #include <anode/options.hpp>
 #include <anode/stats.hpp>
@@ -116,8 +117,19 @@ class Solve {
     }
     if (!tab_.adaptive()) counter_->stats->accepted_steps += n;
     if (options_.gradient() == Gradient::Anode) {
+      std::shared_ptr<PlanTicket> ticket;
+      if (const auto& memory_plan = options_.memory_plan()) {
+        // The plan decides this call; a graph it keeps is Backprop's, run by the engine itself
+        // (gradient/planned_keep.hpp), so that a step keeping every graph is Backprop's step.
+        ticket = memory_plan->begin_forward(
+            plan_call_key(z, system_.training, tab_.adaptive(), n, tab_.name, params_.size()));
+        if (!ticket->calibrating && ticket->decision.choice == plan::Choice::Keep) {
+          return run_kept_in_engine(stepper, z, params_, n, memory_plan, std::move(ticket));
+        }
+      }
       auto call = c10::make_intrusive<CheckpointCall>(system_, std::move(stepper), options_,
                                                       z.device(), session_);
+      call->record.ticket = std::move(ticket);
       return CheckpointFunction::apply(z, at::TensorList(params_), call);
     }
     auto call = c10::make_intrusive<AdjointCall>(system_, std::move(stepper));

@@ -43,6 +43,7 @@ namespace detail {
 struct StepCost {
   int64_t state = 0;         ///< one state tensor
   int64_t graph = 0;         ///< live after one step's forward with autograd (its graph + output)
+  int64_t forward_peak = 0;  ///< peak of that forward (the graph and the temporaries beside it)
   int64_t peak = 0;          ///< peak of one step's forward and backward (graph, gradients, temps)
   int64_t accumulators = 0;  ///< the running adjoint and the parameter-gradient sums
   int64_t slot = 0;          ///< one checkpoint: a state, its RNG states and buffer copies
@@ -121,6 +122,7 @@ inline StepCost measure_step_cost(const Stepper& stepper, const System& system,
   torch::Tensor zi = z0.detach().requires_grad_(true);
   torch::Tensor next = stepper.step(0, zi);
   cost.graph = scope.current_bytes();
+  cost.forward_peak = scope.peak_bytes();
   if (next.requires_grad()) {
     std::vector<torch::Tensor> inputs{zi};
     inputs.insert(inputs.end(), need.begin(), need.end());

@@ -108,8 +108,8 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     } else if (rec.checkpoints > 0 && rec.keep_forward) {
       zN = run_forward_plan(*call, z0, /*to_end=*/true, /*with_rng=*/!cfg.generators.empty(),
                             rec.slots);
-    } else if ((cfg.keep_latest || rec.keep_graph) && rec.checkpoints == 0) {
-      zN = run_keeping_graph(*call, z0, steps, /*register_latest=*/!rec.keep_graph);
+    } else if (cfg.keep_latest && rec.checkpoints == 0) {
+      zN = run_keeping_graph(*call, z0, steps);
     } else {
       zN = stepper.integrate(z0, 0, steps);
     }
@@ -248,23 +248,21 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     return z.detach();
   }
 
-  // The memory plan's decision for this call (ODEBlockOptions::memory_plan): keep its graph,
-  // recompute it whole, or binomial checkpoints rebuilt or kept. A calibrating call measures one
-  // step's cost first (as memory_budget does) and runs in its cheapest form.
+  // The memory plan's decision for this call (ODEBlockOptions::memory_plan), when it is not to keep
+  // its graph (the solve runs those outside this Function): recompute it whole, or binomial
+  // checkpoints rebuilt or kept. A calibrating call measures one step's cost first (as
+  // memory_budget does) and runs in its cheapest form.
   static void plan_forward(Call& call, const torch::Tensor& z0) {
     auto& rec = call.record;
     const auto& memory_plan = call.config.plan;
-    detail::PlanCallKey key;
-    key.sizes = z0.sizes().vec();
-    key.dtype = z0.scalar_type();
-    key.device = z0.device();
-    key.training = call.system.training;
-    key.adaptive = call.adaptive != nullptr;
-    key.steps = key.adaptive ? 0 : call.stepper.grid().steps;
-    key.method = call.stepper.tableau().name;
-    key.parameters = rec.params.size();
-    rec.ticket = memory_plan->begin_forward(key);
+    // Begun by the solve (which runs a kept call outside this Function), or here.
+    if (!rec.ticket) {
+      rec.ticket = memory_plan->begin_forward(detail::plan_call_key(
+          z0, call.system.training, call.adaptive != nullptr, call.stepper.grid().steps,
+          call.stepper.tableau().name, rec.params.size()));
+    }
     auto& t = *rec.ticket;
+    const detail::PlanCallKey& key = t.key;
     if (t.calibrating) {
       detail::StepCost cost;
       if (!key.adaptive) {
@@ -279,15 +277,16 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
         d.choice == plan::Choice::Binomial || d.choice == plan::Choice::BinomialKept;
     rec.checkpoints = binomial ? d.checkpoints : 0;
     rec.keep_forward = d.choice == plan::Choice::BinomialKept;
-    rec.keep_graph = d.choice == plan::Choice::Keep;
+    // A kept call runs outside this Function (gradient/planned_keep.hpp).
+    TORCH_INTERNAL_ASSERT(d.choice != plan::Choice::Keep,
+                          "anode: internal error: a kept call reached CheckpointFunction");
   }
 
   // keep_latest_graph: the block's steps with autograd on, as Backprop takes them (under the
   // caller's autocast state, cache included), keeping the graph for this block's backward and
   // registering it as the one the next block's forward pass releases. Returns the output without
   // the graph (the Function's own output).
-  static torch::Tensor run_keeping_graph(Call& call, const torch::Tensor& z0, int64_t steps,
-                                         bool register_latest) {
+  static torch::Tensor run_keeping_graph(Call& call, const torch::Tensor& z0, int64_t steps) {
     torch::Tensor input, output;
     {
       Guard as_captured(call.record.autocast, Guard::Purpose::Forward);
@@ -295,8 +294,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
       input = z0.detach().requires_grad_(z0.requires_grad());
       output = call.stepper.integrate(input, 0, steps);
     }
-    call.record.kept = register_latest ? detail::keep_latest_graph(input, output)
-                                       : detail::keep_graph(input, output);
+    call.record.kept = detail::keep_latest_graph(input, output);
     return output.detach();
   }
 
@@ -347,6 +345,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     torch::AutoGradMode enable(true);
     torch::Tensor z = z0.detach().requires_grad_(need[0]);
     torch::Tensor zN = call.stepper.integrate(z, 0, call.stepper.grid().steps);
+    if (call.record.ticket) call.config.plan->rebuilt(*call.record.ticket);
     const torch::Tensor fingerprint = check_recomputed(call, zN, expected_rng);
     check_inputs(call, zN, z, params);
     auto out = gradients_of(zN, z, grad_out, params, need);

@@ -64,7 +64,6 @@ struct Snapshot {
 struct ForwardRecord {
   int64_t checkpoints = 0;    // used: the configuration's, the budget's or the plan's; 0: whole
   bool keep_forward = false;  // the forward pass stores the checkpoints
-  bool keep_graph = false;    // the forward keeps its graph for its own backward (plan)
   std::shared_ptr<PlanTicket> ticket;  // the memory plan's view of this call
   std::shared_ptr<KeptGraph> kept;     // keep_latest_graph: the forward's graph, while kept
   AutocastState autocast;              // the forward pass's

@@ -44,15 +44,6 @@ inline void release_latest_kept_graph() {
   latest_kept_graph().reset();
 }
 
-/// Keeps the graph from `input` to `output` for the block's own backward, without registering it:
-/// no other block's forward pass releases it (a memory plan decided to keep it).
-inline std::shared_ptr<KeptGraph> keep_graph(torch::Tensor input, torch::Tensor output) {
-  auto kept = std::make_shared<KeptGraph>();
-  kept->input = std::move(input);
-  kept->output = std::move(output);
-  return kept;
-}
-
 /// Keeps the graph from `input` to `output` and registers it as the one the next block's forward
 /// pass releases. The caller holds the returned owner for its backward; the registry holds only a
 /// weak reference, so a block whose backward never runs frees its graph with its autograd node.
