@@ -28,10 +28,15 @@
 //    naming the bytes the cheapest plan needs, before anything is done.
 // 3. Checking. Each planned step's peak is measured; a step above its prediction (the model is
 //    conservative, so this is not expected) raises the safety margin of the next plans by the
-//    excess, and `operator<<` reports it. A kept graph's measured size replaces its estimate.
+//    excess, and `operator<<` reports it. What a step measures replaces the model's estimates: a
+//    kept graph's size and the bytes its forward and backward allocate (bounded from above on
+//    the graph a whole recompute rebuilt, until the graph itself is kept), the whole recompute's
+//    backward bytes. Calls of one kind share what one of them measured.
 //
-// The gradient is Backprop's whatever is decided: a kept graph is Backprop's graph, and every
-// recompute obeys the exactness contract (replayed random numbers and buffers, verified output).
+// The gradient is Backprop's whatever is decided: a kept graph is Backprop's graph, built and
+// differentiated by the autograd engine as Backprop's is (gradient/planned_keep.hpp: so a step
+// that keeps every graph is Backprop's step, in time and in bytes), and every recompute obeys the
+// exactness contract (replayed random numbers and buffers, verified output).
 //
 // Limits, said where they apply: the CPU meter only (CUDA: not yet, the caching allocator has no
 // low-water statistic, which the step's baseline needs); one device per plan; adaptive calls are

@@ -36,8 +36,9 @@
 // distinct byte sums reachable; `kMaxFront` caps it (pairs are then merged upwards in bytes,
 // which stays feasible and costs at most the time of the merged-away alternatives: the bound is
 // reported in `Solution::exact`). The model itself is conservative where it estimates (a kept
-// graph is taken as N times one measured step's graph, which counts each intermediate state
-// twice) and uses measurements everywhere else.
+// graph never measured is taken as N times one measured step's graph, which counts every step's
+// output, and its backward as one step's backward on top of it) and uses measurements everywhere
+// else.
 
 #include <c10/util/Exception.h>
 
