@@ -5,7 +5,7 @@
 // fixed strategy whose measured peak fits that budget.
 //
 //   bench_plan [--nets peers8,peers32,resnet18] [--budgets 10] [--repeats 3] [--rounds 2]
-//              [--above 1.01,1.02,1.05] [--threads 1] [--csv out.csv]
+//              [--above 1.01,1.02,1.05] [--pairs 0] [--threads 1] [--csv out.csv]
 //
 // --above adds budgets at those multiples of Backprop's peak: where the plan, whose model errs
 // towards more memory, first keeps every graph.
@@ -14,8 +14,13 @@
 // start to its backward's end, above what was live at its start, on the CPU meter. The step time
 // is the whole training step (zero_grad, forward, backward, SGD step), the median of the timed
 // steps over `--rounds` interleaved rounds (each round runs every strategy and budget once in
-// turn, so that a machine's drift touches all alike). A plan's first steps (its calibration and
-// the first planned steps, which measure the kept graphs) are warm-up, not timed.
+// turn, so that a machine's drift touches all alike). A plan's ratio to the fastest fixed
+// strategy that fits its budget is paired by round: the median over rounds of the two medians'
+// ratio within a round. A plan's first steps (its calibration and the first planned steps, which
+// measure the kept graphs) are warm-up, not timed. --pairs then times the plan at exactly
+// Backprop's peak step by step against Backprop, beside a replica of Backprop whose ratio to it
+// is the noise floor: the target at that budget is a few per cent, below the spread of
+// separately timed runners on a shared machine.
 //
 // Networks: peers8 / peers32 are the peer comparison's network (4 ODE blocks, RHS
 // conv3x3-BN-ReLU-conv3x3-BN-ReLU, 32 channels, batch 8, RK2) at 16x16 inputs with N_t 8 and 32;
@@ -42,6 +47,7 @@
 #include <map>
 #include <memory>
 #include <sstream>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -109,6 +115,7 @@ struct Runner {
   std::shared_ptr<torch::nn::Module> net;
   std::unique_ptr<torch::optim::SGD> opt;
   std::vector<double> ms;
+  std::vector<std::vector<double>> by_round;  // the same samples, per interleaved round
   int64_t peak = 0;
   std::string status = "ok";
 };
@@ -157,7 +164,7 @@ int main(int argc, char** argv) try {
   anode::memory::install_cpu_meter();
   ab::Cli cli("The memory plan's time-memory curve against the fixed strategies.", "bench_plan");
   std::vector<std::string> nets{"peers8", "peers32", "resnet18"};
-  int64_t threads = 1, n_budgets = 10, repeats = 3, rounds = 2, size = 16;
+  int64_t threads = 1, n_budgets = 10, repeats = 3, rounds = 2, size = 16, pairs = 0;
   std::string csv_path;
   std::vector<double> above;
   bool print_plans = false;
@@ -167,12 +174,16 @@ int main(int argc, char** argv) try {
   cli.option("--budgets", n_budgets, "plan budgets from the smallest feasible to Backprop's peak");
   cli.option("--repeats", repeats, "timed steps per strategy and round");
   cli.option("--rounds", rounds, "interleaved rounds");
+  cli.option("--pairs", pairs,
+             "then this many paired steps of Backprop, the plan at Backprop's peak and a replica "
+             "of Backprop (the noise floor), in rotating order");
   cli.option("--size", size, "the peers network's input size");
   cli.option("--threads", threads, "intra-op threads (0: LibTorch's default)");
   cli.option("--csv", csv_path, "write the CSV here instead of stdout");
   if (!cli.parse(argc, argv)) return 0;
-  if (n_budgets < 2 || repeats < 1 || rounds < 1)
-    throw std::invalid_argument("--budgets must be >= 2, --repeats and --rounds >= 1");
+  if (n_budgets < 2 || repeats < 1 || rounds < 1 || pairs < 0)
+    throw std::invalid_argument(
+        "--budgets must be >= 2, --repeats and --rounds >= 1, --pairs >= 0");
   for (double a : above) {
     if (!(a > 1.0 && a < 100.0))
       throw std::invalid_argument("--above: " + std::to_string(a) +
@@ -256,10 +267,12 @@ int main(int argc, char** argv) try {
       for (auto* group : {&fixed, &plans}) {
         for (auto& r : *group) {
           if (r.status != "ok") continue;
+          r.by_round.emplace_back();
           for (int64_t i = 0; i < repeats; ++i) {
             try {
               const auto [ms, peak] = train_step(b, r);
               r.ms.push_back(ms);
+              r.by_round.back().push_back(ms);
               r.peak = std::max(r.peak, peak);
             } catch (const std::exception& e) {
               r.status = std::string("error: ") + e.what();
@@ -270,6 +283,51 @@ int main(int argc, char** argv) try {
         }
       }
       std::cerr << "  round " << round + 1 << "/" << rounds << " done\n";
+    }
+    // Paired: Backprop, the plan at exactly Backprop's peak and a second Backprop (whose ratio to
+    // the first is the noise floor of two identical strategies), one step each in rotating order,
+    // each step's time divided by Backprop's in the same triple.
+    struct Paired {
+      std::vector<double> plan, replica, backprop, plan_ratio, replica_ratio;
+    } paired;
+    Runner* at_peak = nullptr;
+    for (auto& r : plans) {
+      if (r.budget == backprop_peak && r.status == "ok") at_peak = &r;
+    }
+    if (pairs > 0 && at_peak != nullptr && fixed[0].status == "ok") {
+      Runner replica = make_runner(b, "backprop", b.solver.with_gradient(anode::Gradient::Backprop));
+      (void)train_step(b, replica);
+      for (int64_t i = 0; i < pairs; ++i) {
+        std::vector<Runner*> order{&fixed[0], at_peak, &replica};
+        std::rotate(order.begin(), order.begin() + i % 3, order.end());
+        std::map<Runner*, double> t;
+        for (Runner* r : order) {
+          const auto [ms, peak] = train_step(b, *r);
+          t[r] = ms;
+          r->peak = std::max(r->peak, peak);
+        }
+        paired.backprop.push_back(t[&fixed[0]]);
+        paired.plan.push_back(t[at_peak]);
+        paired.replica.push_back(t[&replica]);
+        paired.plan_ratio.push_back(t[at_peak] / t[&fixed[0]]);
+        paired.replica_ratio.push_back(t[&replica] / t[&fixed[0]]);
+      }
+      const auto bp = ab::summarize(paired.backprop);
+      for (const auto& [what, ms, ratio, peak, budget] :
+           {std::make_tuple(std::string("plan-paired"), paired.plan, paired.plan_ratio,
+                            at_peak->peak, backprop_peak),
+            std::make_tuple(std::string("backprop-replica-paired"), paired.replica,
+                            paired.replica_ratio, replica.peak, int64_t{0})}) {
+        const auto s = ab::summarize(ms);
+        const double q = ab::summarize(ratio).median;
+        csv.row({b.name, what, budget, peak, s.median, s.q25, s.q75, pairs,
+                 std::string("backprop"), bp.median, q,
+                 what == "plan-paired" ? decisions_of(*at_peak->plan) : std::string(),
+                 std::string("ok")});
+        std::cerr << "  " << what << ": " << pairs << " paired steps, median ratio to Backprop "
+                  << ab::fixed(q, 3) << " (quartiles " << ab::fixed(ab::quantile(ratio, 0.25), 3)
+                  << ", " << ab::fixed(ab::quantile(ratio, 0.75), 3) << ")\n";
+      }
     }
     ab::Table table(
         {"strategy", "budget", "peak", "step ms", "fastest fitting", "ratio", "plan", "status"});
@@ -298,7 +356,19 @@ int main(int argc, char** argv) try {
           best = &f;
         }
       }
-      const double ratio = best ? s.median / best_ms : 0.0;
+      // The ratio is paired by round: the median over rounds of this plan's median step time in
+      // a round over the fastest fitting strategy's in the same round, so that a machine's drift
+      // between rounds cancels.
+      double ratio = 0.0;
+      if (best) {
+        std::vector<double> per_round;
+        for (std::size_t k = 0; k < r.by_round.size() && k < best->by_round.size(); ++k) {
+          if (r.by_round[k].empty() || best->by_round[k].empty()) continue;
+          per_round.push_back(ab::summarize(r.by_round[k]).median /
+                              ab::summarize(best->by_round[k]).median);
+        }
+        if (!per_round.empty()) ratio = ab::summarize(per_round).median;
+      }
       std::string status = r.status;
       if (status == "ok" && r.plan->overshoots() > 0)
         status = "above budget in " + std::to_string(r.plan->overshoots()) + " steps";

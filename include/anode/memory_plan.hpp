@@ -371,13 +371,19 @@ inline std::vector<plan::Option> MemoryPlan::options_for(const Profile& p, std::
   // or bounded on one a whole recompute rebuilt, else estimated from one measured step. The
   // estimate: N steps' graphs (each step's output counted, which a chain may free), less what the
   // cheapest form holds too (the output, the world's snapshot); a forward peaking at N-1 steps'
-  // graphs plus one step's forward peak; a backward that at any step holds at most one step's
-  // backward (gradients, temporaries, the parameters' contributions) plus the parameters'
-  // gradients accumulated so far.
+  // graphs plus one step's forward peak; and a backward whose peak is at its first (the last)
+  // step: the whole graph plus one step's backward as measured (its temporaries, the gradients of
+  // its input and parameters), less the incoming gradient the measurement allocated (ones_like:
+  // in the step the gradient reaching the block is already live when its backward starts). A
+  // later step has freed at least one step's graph (its saved tensors and its output) and holds
+  // the parameters' accumulated gradients beside its own contributions: only where those exceed
+  // the freed graph does that step peak higher, by the difference.
   const int64_t params = std::max<int64_t>(0, (c.accumulators - c.state) / 2);
   int64_t graph = std::max<int64_t>(0, n * c.graph - p.fwd_growth[j]);
   int64_t kept_forward = (n - 1) * c.graph + c.forward_peak;
-  int64_t kept_backward = graph + (c.peak - c.graph) + params + p.margin;
+  const int64_t step_backward = std::max<int64_t>(0, c.peak - c.graph - c.incoming);
+  const int64_t later_step = n > 1 ? std::max<int64_t>(0, params - (c.graph - c.incoming)) : 0;
+  int64_t kept_backward = graph + step_backward + later_step + p.margin;
   if (p.kept_tier[j] > 0) {
     graph = p.kept_graph[j];
     kept_forward = p.kept_fwd[j];

@@ -192,10 +192,6 @@ TEST_P(MemoryPlanBudgets, AtBackpropsPeakKeepsEveryGraph) {
                 << *plan << "\n";
   }
   EXPECT_EQ(plan->overshoots(), 0) << *plan;
-  // A lone block's graph is measured only once it is kept or recomputed whole, and its estimate
-  // (one measured step's backward on top of the graph) lies a few per cent above Backprop's
-  // step here: at exactly Backprop's peak it is checkpointed instead (docs/memory_plan.md).
-  if (c.blocks == 1) return;
   for (const auto& d : plan->decisions()) EXPECT_EQ(d.choice, anode::plan::Choice::Keep) << *plan;
   EXPECT_EQ(last_evals, 0) << *plan;
 }

@@ -47,6 +47,7 @@ struct StepCost {
   int64_t peak = 0;          ///< peak of one step's forward and backward (graph, gradients, temps)
   int64_t accumulators = 0;  ///< the running adjoint and the parameter-gradient sums
   int64_t slot = 0;          ///< one checkpoint: a state, its RNG states and buffer copies
+  int64_t incoming = 0;      ///< the gradient the measurement fed its backward (in `peak`)
 };
 
 /// Upper bound on what the backward of an N-step block allocates above what is live when it
@@ -124,6 +125,7 @@ inline StepCost measure_step_cost(const Stepper& stepper, const System& system,
   cost.graph = scope.current_bytes();
   cost.forward_peak = scope.peak_bytes();
   if (next.requires_grad()) {
+    cost.incoming = next.numel() * static_cast<int64_t>(next.element_size());
     std::vector<torch::Tensor> inputs{zi};
     inputs.insert(inputs.end(), need.begin(), need.end());
     torch::autograd::grad({next}, inputs, {torch::ones_like(next)}, /*retain_graph=*/false,
