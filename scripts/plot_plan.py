@@ -6,7 +6,9 @@
 
 One panel per network: every fixed strategy as a point (peak memory, step time), the plan at each
 budget as a line (its measured peak and step time), the budgets as ticks. The table judges each
-budget against the targets of scripts/anode_report/targets.py.
+budget against the targets of scripts/anode_report/targets.py; where the run has paired steps
+(bench_plan --pairs), a row per network gives the plan at Backprop's peak timed step by step
+against Backprop, beside a replica of Backprop (the noise floor).
 """
 import argparse
 import sys
@@ -38,7 +40,11 @@ def main():
     fig, axes = plt.subplots(1, len(nets), figsize=(5.2 * len(nets), 4.2), squeeze=False)
     lines = []
     for ax, net in zip(axes[0], nets):
-        fixed = [r for r in rows if r["net"] == net and r["strategy"] != "plan" and r["status"] == "ok"]
+        fixed = [r for r in rows if r["net"] == net and r["strategy"] != "plan"
+                 and not r["strategy"].endswith("-paired") and r["status"] == "ok"]
+        # bench_plan --pairs: the plan at Backprop's peak timed step by step against Backprop, and
+        # a replica of Backprop against it (the noise floor of two identical strategies).
+        paired = {r["strategy"]: r for r in rows if r["net"] == net and r["strategy"].endswith("-paired")}
         # "above budget in N steps": the plan's own reading (above its conservative baseline) of
         # some steps; the measured peak is the peak_bytes column.
         plans = [r for r in rows if r["net"] == net and r["strategy"] == "plan"
@@ -61,18 +67,31 @@ def main():
         for r in plans:
             ratio = r["ratio"] if r["ratio"] else float("nan")
             at_bp = ""
-            # The budget of Backprop's measured peak is judged against the target; the budgets
-            # above it (bench_plan --above) are compared with Backprop and say by how much above.
+            # The budget of Backprop's measured peak is judged against the target (on the paired
+            # steps when the run has them); the budgets above it (bench_plan --above) are compared
+            # with Backprop and say by how much above.
             if backprop and r["budget_bytes"] >= backprop["peak_bytes"]:
-                q = r["step_ms"] / backprop["step_ms"]
+                q = r["ratio"] if r["ratio"] else r["step_ms"] / backprop["step_ms"]
                 if r["budget_bytes"] == backprop["peak_bytes"]:
                     at_bp = f"{q:.3f} ({PLAN_AT_BACKPROP_PEAK.verdict(q)})"
+                    if "plan-paired" in paired:
+                        at_bp += ", paired below"
                 else:
                     at_bp = f"{q:.3f} (budget {r['budget_bytes'] / backprop['peak_bytes']:.2f}x its peak)"
             lines.append([net, f"{mib(r['budget_bytes']):.2f}", f"{mib(r['peak_bytes']):.2f}",
                           f"{r['step_ms']:.1f}", r["fastest_fitting"], f"{r['fastest_fitting_ms']:.1f}",
                           f"{ratio:.3f} ({PLAN_VS_FASTEST_FITTING.verdict(ratio)})", at_bp,
                           r["decisions"], "" if r["status"] == "ok" else r["status"]])
+        if "plan-paired" in paired:
+            p = paired["plan-paired"]
+            q = p["ratio"]
+            floor = paired.get("backprop-replica-paired")
+            note = (f"{int(p['repeats'])} paired steps; Backprop's replica: {floor['ratio']:.3f}"
+                    if floor else f"{int(p['repeats'])} paired steps")
+            lines.append([net, f"{mib(p['budget_bytes']):.2f}", f"{mib(p['peak_bytes']):.2f}",
+                          f"{p['step_ms']:.1f}", "backprop (paired)", f"{p['fastest_fitting_ms']:.1f}",
+                          f"{q:.3f} ({PLAN_VS_FASTEST_FITTING.verdict(q)})",
+                          f"{q:.3f} ({PLAN_AT_BACKPROP_PEAK.verdict(q)})", p["decisions"], note])
     machine = meta.get("cpu", meta.get("machine", ""))
     fig.suptitle(f"anode::MemoryPlan against the fixed strategies ({machine}, LibTorch "
                  f"{meta.get('libtorch', meta.get('torch', '?'))})", fontsize=9)

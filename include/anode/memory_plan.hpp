@@ -57,6 +57,7 @@
 #include <chrono>
 #include <cstdint>
 #include <iomanip>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <ostream>
@@ -234,6 +235,9 @@ class MemoryPlan {
     std::vector<int64_t> kept_bwd;    // and its backward above its start
     std::vector<int> kept_tier;       // where those come from: 0 none, 1 rebuilt, 2 kept
     std::vector<int64_t> whole;       // measured backward bytes of the whole recompute, 0 until
+    // measured backward bytes of binomial checkpointing rebuilt, per call and checkpoint count
+    // (0 until measured)
+    std::vector<std::vector<int64_t>> binomial;
     // per call, what the calibration measured of its cheapest form
     std::vector<int64_t> cal_forward, cal_transient;
     std::vector<double> tau;        // seconds per graph-free step
@@ -398,8 +402,23 @@ inline std::vector<plan::Option> MemoryPlan::options_for(const Profile& p, std::
   std::vector<int64_t> ks;
   for (int64_t k = 1; k < n && k <= 16; ++k) ks.push_back(k);
   for (double k = 24; k < static_cast<double>(n); k *= 1.5) ks.push_back(static_cast<int64_t>(k));
+  // What a binomial schedule's backward was measured to take bounds the others': k checkpoints
+  // need at most k0's measured bytes plus a slot per checkpoint more (the rest of a binomial
+  // backward, one step's graph and gradients beside the current state and the accumulators, is
+  // the same for every k), and no more than k0's with fewer. The model counts every checkpoint
+  // live at the backward's peak; a measured schedule shows where that overestimates.
+  const auto& measured = p.binomial[j];
+  const auto measured_bound = [&](int64_t k) {
+    int64_t bound = std::numeric_limits<int64_t>::max();
+    for (std::size_t k0 = 1; k0 < measured.size(); ++k0) {
+      if (measured[k0] <= 0) continue;
+      bound = std::min(bound, measured[k0] + std::max<int64_t>(0, k - static_cast<int64_t>(k0)) *
+                                                 c.slot + p.margin);
+    }
+    return bound;
+  };
   for (int64_t k : ks) {
-    const int64_t t = detail::backward_bytes(c, n, k) + err;
+    const int64_t t = std::min(detail::backward_bytes(c, n, k) + err, measured_bound(k));
     // The backward's re-runs: one taped run per step plus the schedule's advances.
     const auto reruns = static_cast<double>(schedule::backward_rhs_steps(n, k));
     const auto sched = schedule::binomial_schedule(n, k);
@@ -603,6 +622,12 @@ inline void MemoryPlan::finish_step() {
       p->kept_bwd.push_back(0);
       p->kept_tier.push_back(0);
       p->whole.push_back(0);
+      p->binomial.emplace_back(static_cast<std::size_t>(std::max<int64_t>(t->key.steps, 1)), 0);
+      // The calibration's own backward, when it was binomial, is a measured schedule too.
+      if (t->decision.choice == plan::Choice::Binomial && t->decision.checkpoints > 0 &&
+          t->decision.checkpoints < t->key.steps && !t->key.adaptive)
+        p->binomial.back()[static_cast<std::size_t>(t->decision.checkpoints)] =
+            std::max<int64_t>(0, t->bwd_peak - t->bwd_usage);
       p->cal_forward.push_back(std::max<int64_t>(0, t->fwd_peak - t->fwd_usage));
       p->cal_transient.push_back(std::max<int64_t>(0, t->bwd_peak - t->bwd_usage));
       p->tau.push_back(t->seconds_per_step);
@@ -678,6 +703,21 @@ inline void MemoryPlan::finish_step() {
       if (t.decision.choice == plan::Choice::Keep) {
         learn_kept(j, 2, (t.fwd_end - t.fwd_usage) - p.fwd_growth[j], t.fwd_peak - t.fwd_usage,
                    t.bwd_peak - t.bwd_usage);
+      }
+      if (t.decision.choice == plan::Choice::Binomial && !t.key.adaptive &&
+          j < p.binomial.size() && t.decision.checkpoints > 0 &&
+          static_cast<std::size_t>(t.decision.checkpoints) < p.binomial[j].size()) {
+        const auto k = static_cast<std::size_t>(t.decision.checkpoints);
+        const int64_t bytes = t.bwd_peak - t.bwd_usage;
+        for (std::size_t i = 0; i < p.binomial.size() && bytes > 0; ++i) {
+          if (i != j && !same_kind(i, j)) continue;
+          if (k >= p.binomial[i].size()) continue;
+          if (i != j && p.binomial[i][k] >= bytes) continue;
+          if (p.binomial[i][k] != bytes) {
+            p.binomial[i][k] = bytes;
+            p.solved_for = -1;
+          }
+        }
       }
       if (t.decision.choice == plan::Choice::Whole && !t.key.adaptive) {
         learn(p.whole, j, t.bwd_peak - t.bwd_usage);

@@ -157,6 +157,38 @@ TEST_P(MemoryPlanBudgets, EveryStepWithinBudgetAndExact) {
   }
 }
 
+// The smallest feasible budget is what the calibration step (every block with one checkpoint,
+// rebuilt, plus one measured step in each forward) was measured to take: its backward's measured
+// bytes bound the plan's binomial schedules from then on, so the model's own, more conservative
+// figure for them does not raise the least budget. A plan at exactly that budget trains within it.
+TEST_P(MemoryPlanBudgets, TheSmallestFeasibleBudgetIsTheCalibrationsPeak) {
+  const Case c = GetParam();
+  const auto base = anode::ODEBlockOptions().method(c.method).steps(c.steps);
+  const int64_t batch = c.conv ? 2 : 128;
+  constexpr int kSteps = 6;
+  std::vector<torch::Tensor> batches;
+  for (int s = 0; s < kSteps; ++s) batches.push_back(input(c, batch, s));
+  int64_t smallest = 0;
+  {
+    auto probe = std::make_shared<anode::MemoryPlan>(int64_t{1} << 40);
+    auto net = make_net(c, anode::ODEBlockOptions(base).memory_plan(probe));
+    step(net, batches[0]);
+    smallest = probe->cheapest_peak_bytes();
+    EXPECT_EQ(smallest, probe->last_step_peak()) << *probe;
+  }
+  auto ref = make_net(c, base.with_gradient(Gradient::Backprop));
+  auto plan = std::make_shared<anode::MemoryPlan>(smallest);
+  auto net = make_net(c, anode::ODEBlockOptions(base).memory_plan(plan));
+  for (int s = 0; s < kSteps; ++s) {
+    const auto& x = batches[static_cast<std::size_t>(s)];
+    StepResult got;
+    ASSERT_NO_THROW(got = step(net, x)) << "step " << s << "\n" << *plan;
+    EXPECT_LE(got.peak, smallest) << "step " << s << "\n" << *plan;
+    EXPECT_LT(max_rel_err(got.grads, step(ref, x).grads), 1e-12) << "step " << s;
+  }
+  EXPECT_EQ(plan->overshoots(), 0) << *plan;
+}
+
 // A budget of exactly Backprop's peak: a kept graph is Backprop's (the engine differentiates it, as
 // it does Backprop's), so once the plan has measured the graphs it keeps every one, and the step is
 // Backprop's step, within the budget, with nothing recomputed.

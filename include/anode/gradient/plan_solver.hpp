@@ -37,8 +37,8 @@
 // which stays feasible and costs at most the time of the merged-away alternatives: the bound is
 // reported in `Solution::exact`). The model itself is conservative where it estimates (a kept
 // graph never measured is taken as N times one measured step's graph, which counts every step's
-// output, and its backward as one step's backward on top of it) and uses measurements everywhere
-// else.
+// output, and its backward as one measured step's backward on top of it: memory_plan.hpp) and
+// uses measurements everywhere else.
 
 #include <c10/util/Exception.h>
 
