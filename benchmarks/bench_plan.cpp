@@ -47,8 +47,8 @@
 #include <map>
 #include <memory>
 #include <sstream>
-#include <tuple>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace ab = anode::bench;
@@ -295,7 +295,8 @@ int main(int argc, char** argv) try {
       if (r.budget == backprop_peak && r.status == "ok") at_peak = &r;
     }
     if (pairs > 0 && at_peak != nullptr && fixed[0].status == "ok") {
-      Runner replica = make_runner(b, "backprop", b.solver.with_gradient(anode::Gradient::Backprop));
+      Runner replica =
+          make_runner(b, "backprop", b.solver.with_gradient(anode::Gradient::Backprop));
       (void)train_step(b, replica);
       for (int64_t i = 0; i < pairs; ++i) {
         std::vector<Runner*> order{&fixed[0], at_peak, &replica};
@@ -320,9 +321,8 @@ int main(int argc, char** argv) try {
                             paired.replica_ratio, replica.peak, int64_t{0})}) {
         const auto s = ab::summarize(ms);
         const double q = ab::summarize(ratio).median;
-        csv.row({b.name, what, budget, peak, s.median, s.q25, s.q75, pairs,
-                 std::string("backprop"), bp.median, q,
-                 what == "plan-paired" ? decisions_of(*at_peak->plan) : std::string(),
+        csv.row({b.name, what, budget, peak, s.median, s.q25, s.q75, pairs, std::string("backprop"),
+                 bp.median, q, what == "plan-paired" ? decisions_of(*at_peak->plan) : std::string(),
                  std::string("ok")});
         std::cerr << "  " << what << ": " << pairs << " paired steps, median ratio to Backprop "
                   << ab::fixed(q, 3) << " (quartiles " << ab::fixed(ab::quantile(ratio, 0.25), 3)

@@ -412,8 +412,9 @@ inline std::vector<plan::Option> MemoryPlan::options_for(const Profile& p, std::
     int64_t bound = std::numeric_limits<int64_t>::max();
     for (std::size_t k0 = 1; k0 < measured.size(); ++k0) {
       if (measured[k0] <= 0) continue;
-      bound = std::min(bound, measured[k0] + std::max<int64_t>(0, k - static_cast<int64_t>(k0)) *
-                                                 c.slot + p.margin);
+      bound = std::min(
+          bound,
+          measured[k0] + std::max<int64_t>(0, k - static_cast<int64_t>(k0)) * c.slot + p.margin);
     }
     return bound;
   };
@@ -704,8 +705,8 @@ inline void MemoryPlan::finish_step() {
         learn_kept(j, 2, (t.fwd_end - t.fwd_usage) - p.fwd_growth[j], t.fwd_peak - t.fwd_usage,
                    t.bwd_peak - t.bwd_usage);
       }
-      if (t.decision.choice == plan::Choice::Binomial && !t.key.adaptive &&
-          j < p.binomial.size() && t.decision.checkpoints > 0 &&
+      if (t.decision.choice == plan::Choice::Binomial && !t.key.adaptive && j < p.binomial.size() &&
+          t.decision.checkpoints > 0 &&
           static_cast<std::size_t>(t.decision.checkpoints) < p.binomial[j].size()) {
         const auto k = static_cast<std::size_t>(t.decision.checkpoints);
         const int64_t bytes = t.bwd_peak - t.bwd_usage;
