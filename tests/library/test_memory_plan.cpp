@@ -72,6 +72,15 @@ torch::Tensor input(const Case& c, int64_t batch, int64_t seed) {
                 : torch::randn({batch, 5}, torch::kDouble);
 }
 
+/// `n` batches made before any step, as in a loaded dataset: a batch made just before a step
+/// counts in the plan's reading of the step (its baseline is the low point before the batch was
+/// made), not in a peak measured from the step's start.
+std::vector<torch::Tensor> premade_batches(const Case& c, int n) {
+  std::vector<torch::Tensor> out;
+  for (int s = 0; s < n; ++s) out.push_back(input(c, c.conv ? 2 : 128, s));
+  return out;
+}
+
 Net make_net(const Case& c, const anode::ODEBlockOptions& o) {
   torch::manual_seed(7);
   return Net(c.conv, c.blocks, o);
@@ -164,10 +173,8 @@ TEST_P(MemoryPlanBudgets, EveryStepWithinBudgetAndExact) {
 TEST_P(MemoryPlanBudgets, TheSmallestFeasibleBudgetIsTheCalibrationsPeak) {
   const Case c = GetParam();
   const auto base = anode::ODEBlockOptions().method(c.method).steps(c.steps);
-  const int64_t batch = c.conv ? 2 : 128;
   constexpr int kSteps = 6;
-  std::vector<torch::Tensor> batches;
-  for (int s = 0; s < kSteps; ++s) batches.push_back(input(c, batch, s));
+  const auto batches = premade_batches(c, kSteps);
   int64_t smallest = 0;
   {
     auto probe = std::make_shared<anode::MemoryPlan>(int64_t{1} << 40);
@@ -195,13 +202,8 @@ TEST_P(MemoryPlanBudgets, TheSmallestFeasibleBudgetIsTheCalibrationsPeak) {
 TEST_P(MemoryPlanBudgets, AtBackpropsPeakKeepsEveryGraph) {
   const Case c = GetParam();
   const auto base = anode::ODEBlockOptions().method(c.method).steps(c.steps);
-  const int64_t batch = c.conv ? 2 : 128;
   constexpr int kSteps = 8;
-  // The batches exist before the steps, as in a loaded dataset: a batch made just before a step
-  // counts in the plan's reading of the step (its baseline is the low point before the batch was
-  // made), not in Backprop's peak measured from the step's start.
-  std::vector<torch::Tensor> batches;
-  for (int s = 0; s < kSteps; ++s) batches.push_back(input(c, batch, s));
+  const auto batches = premade_batches(c, kSteps);
   auto ref = make_net(c, base.with_gradient(Gradient::Backprop));
   std::vector<StepResult> want;
   int64_t backprop_peak = 0;
