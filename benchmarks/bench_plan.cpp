@@ -5,7 +5,8 @@
 // fixed strategy whose measured peak fits that budget.
 //
 //   bench_plan [--nets peers8,peers32,resnet18] [--budgets 10] [--repeats 3] [--rounds 2]
-//              [--above 1.01,1.02,1.05] [--pairs 0] [--threads 1] [--csv out.csv]
+//              [--above 1.01,1.02,1.05] [--pairs 0] [--pair-each 0] [--threads 1]
+//              [--csv out.csv]
 //
 // --above adds budgets at those multiples of Backprop's peak: where the plan, whose model errs
 // towards more memory, first keeps every graph.
@@ -20,7 +21,8 @@
 // measure the kept graphs) are warm-up, not timed. --pairs then times the plan at exactly
 // Backprop's peak step by step against Backprop, beside a replica of Backprop whose ratio to it
 // is the noise floor: the target at that budget is a few per cent, below the spread of
-// separately timed runners on a shared machine.
+// separately timed runners on a shared machine. --pair-each does the same for every budget up to
+// Backprop's peak against the fastest fixed strategy that fits it.
 //
 // Networks: peers8 / peers32 are the peer comparison's network (4 ODE blocks, RHS
 // conv3x3-BN-ReLU-conv3x3-BN-ReLU, 32 channels, batch 8, RK2) at 16x16 inputs with N_t 8 and 32;
@@ -164,7 +166,7 @@ int main(int argc, char** argv) try {
   anode::memory::install_cpu_meter();
   ab::Cli cli("The memory plan's time-memory curve against the fixed strategies.", "bench_plan");
   std::vector<std::string> nets{"peers8", "peers32", "resnet18"};
-  int64_t threads = 1, n_budgets = 10, repeats = 3, rounds = 2, size = 16, pairs = 0;
+  int64_t threads = 1, n_budgets = 10, repeats = 3, rounds = 2, size = 16, pairs = 0, pair_each = 0;
   std::string csv_path;
   std::vector<double> above;
   bool print_plans = false;
@@ -177,13 +179,16 @@ int main(int argc, char** argv) try {
   cli.option("--pairs", pairs,
              "then this many paired steps of Backprop, the plan at Backprop's peak and a replica "
              "of Backprop (the noise floor), in rotating order");
+  cli.option("--pair-each", pair_each,
+             "then, for each budget up to Backprop's peak, this many paired steps of the plan and "
+             "the fastest fixed strategy that fits it, in alternating order");
   cli.option("--size", size, "the peers network's input size");
   cli.option("--threads", threads, "intra-op threads (0: LibTorch's default)");
   cli.option("--csv", csv_path, "write the CSV here instead of stdout");
   if (!cli.parse(argc, argv)) return 0;
-  if (n_budgets < 2 || repeats < 1 || rounds < 1 || pairs < 0)
+  if (n_budgets < 2 || repeats < 1 || rounds < 1 || pairs < 0 || pair_each < 0)
     throw std::invalid_argument(
-        "--budgets must be >= 2, --repeats and --rounds >= 1, --pairs >= 0");
+        "--budgets must be >= 2, --repeats and --rounds >= 1, --pairs and --pair-each >= 0");
   for (double a : above) {
     if (!(a > 1.0 && a < 100.0))
       throw std::invalid_argument("--above: " + std::to_string(a) +
@@ -346,9 +351,9 @@ int main(int argc, char** argv) try {
     for (auto& r : plans) {
       const auto s = summary(r);
       // The fastest fixed strategy whose measured peak fits this budget.
-      const Runner* best = nullptr;
+      Runner* best = nullptr;
       double best_ms = std::numeric_limits<double>::infinity();
-      for (const auto& f : fixed) {
+      for (auto& f : fixed) {
         if (f.status != "ok" || f.peak > r.budget || f.ms.empty()) continue;
         const double m = ab::summarize(f.ms).median;
         if (m < best_ms) {
@@ -376,6 +381,30 @@ int main(int argc, char** argv) try {
       csv.row({b.name, "plan", r.budget, r.peak, s.median, s.q25, s.q75,
                static_cast<int64_t>(r.ms.size()), best ? best->strategy : std::string("none"),
                best ? best_ms : 0.0, ratio, what, status});
+      // --pair-each: the plan and that strategy, one step each in alternating order.
+      if (pair_each > 0 && best != nullptr && r.status == "ok" && r.budget <= backprop_peak) {
+        std::vector<double> mine, theirs, q;
+        for (int64_t i = 0; i < pair_each; ++i) {
+          double tp = 0, tb = 0;
+          if (i % 2 == 0) {
+            tp = train_step(b, r).first;
+            tb = train_step(b, *best).first;
+          } else {
+            tb = train_step(b, *best).first;
+            tp = train_step(b, r).first;
+          }
+          mine.push_back(tp);
+          theirs.push_back(tb);
+          q.push_back(tp / tb);
+        }
+        const auto sm = ab::summarize(mine);
+        const double pq = ab::summarize(q).median;
+        csv.row({b.name, "plan-vs-fastest-paired", r.budget, r.peak, sm.median, sm.q25, sm.q75,
+                 pair_each, best->strategy, ab::summarize(theirs).median, pq, what,
+                 std::string("ok")});
+        std::cerr << "  plan at " << ab::human_bytes(r.budget) << " vs " << best->strategy << ": "
+                  << pair_each << " paired steps, median ratio " << ab::fixed(pq, 3) << "\n";
+      }
       table.add_row({"plan", ab::human_bytes(r.budget), ab::human_bytes(r.peak),
                      ab::fixed(s.median, 1), best ? best->strategy : "none", ab::fixed(ratio, 3),
                      what, status.substr(0, 60)});

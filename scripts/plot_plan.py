@@ -8,7 +8,8 @@ One panel per network: every fixed strategy as a point (peak memory, step time),
 budget as a line (its measured peak and step time), the budgets as ticks. The table judges each
 budget against the targets of scripts/anode_report/targets.py; where the run has paired steps
 (bench_plan --pairs), a row per network gives the plan at Backprop's peak timed step by step
-against Backprop, beside a replica of Backprop (the noise floor).
+against Backprop, beside a replica of Backprop (the noise floor); with --pair-each, each budget's
+ratio cell adds the plan timed step by step against its fastest fitting fixed strategy.
 """
 import argparse
 import sys
@@ -45,6 +46,9 @@ def main():
         # bench_plan --pairs: the plan at Backprop's peak timed step by step against Backprop, and
         # a replica of Backprop against it (the noise floor of two identical strategies).
         paired = {r["strategy"]: r for r in rows if r["net"] == net and r["strategy"].endswith("-paired")}
+        # bench_plan --pair-each: each budget's plan timed step by step against its fastest fitting.
+        vs_fastest = {r["budget_bytes"]: r for r in rows
+                      if r["net"] == net and r["strategy"] == "plan-vs-fastest-paired"}
         # "above budget in N steps": the plan's own reading (above its conservative baseline) of
         # some steps; the measured peak is the peak_bytes column.
         plans = [r for r in rows if r["net"] == net and r["strategy"] == "plan"
@@ -78,9 +82,14 @@ def main():
                         at_bp += ", paired below"
                 else:
                     at_bp = f"{q:.3f} (budget {r['budget_bytes'] / backprop['peak_bytes']:.2f}x its peak)"
+            ratio_cell = f"{ratio:.3f} ({PLAN_VS_FASTEST_FITTING.verdict(ratio)})"
+            if r["budget_bytes"] in vs_fastest:
+                v = vs_fastest[r["budget_bytes"]]
+                ratio_cell += (f"; paired {v['ratio']:.3f} ({PLAN_VS_FASTEST_FITTING.verdict(v['ratio'])}, "
+                               f"{int(v['repeats'])} steps)")
             lines.append([net, f"{mib(r['budget_bytes']):.2f}", f"{mib(r['peak_bytes']):.2f}",
                           f"{r['step_ms']:.1f}", r["fastest_fitting"], f"{r['fastest_fitting_ms']:.1f}",
-                          f"{ratio:.3f} ({PLAN_VS_FASTEST_FITTING.verdict(ratio)})", at_bp,
+                          ratio_cell, at_bp,
                           r["decisions"], "" if r["status"] == "ok" else r["status"]])
         if "plan-paired" in paired:
             p = paired["plan-paired"]
