@@ -667,16 +667,22 @@ inline void MemoryPlan::finish_step() {
       return p.keys[a] == p.keys[b] && p.costs[a].graph == p.costs[b].graph &&
              p.costs[a].peak == p.costs[b].peak;
     };
-    const auto learn = [&](std::vector<int64_t>& table, std::size_t j, int64_t bytes) {
+    // `entry(i)`: call i's figure in the table being learned (nullptr where it has none).
+    const auto learn_each = [&](std::size_t j, int64_t bytes, const auto& entry) {
       if (bytes <= 0) return;
-      for (std::size_t i = 0; i < table.size(); ++i) {
+      for (std::size_t i = 0; i < p.keys.size(); ++i) {
         if (i != j && !same_kind(i, j)) continue;
-        if (i != j && table[i] >= bytes) continue;  // another's own, larger, measurement stands
-        if (table[i] != bytes) {
-          table[i] = bytes;
+        int64_t* e = entry(i);
+        if (e == nullptr) continue;
+        if (i != j && *e >= bytes) continue;  // another's own, larger, measurement stands
+        if (*e != bytes) {
+          *e = bytes;
           p.solved_for = -1;
         }
       }
+    };
+    const auto learn = [&](std::vector<int64_t>& table, std::size_t j, int64_t bytes) {
+      learn_each(j, bytes, [&](std::size_t i) { return i < table.size() ? &table[i] : nullptr; });
     };
     // A kept graph's bytes (its size, its forward's and its backward's allocations) come from
     // two sources: measured on the kept graph itself (tier 2), or bounded from above on the graph
@@ -705,20 +711,12 @@ inline void MemoryPlan::finish_step() {
         learn_kept(j, 2, (t.fwd_end - t.fwd_usage) - p.fwd_growth[j], t.fwd_peak - t.fwd_usage,
                    t.bwd_peak - t.bwd_usage);
       }
-      if (t.decision.choice == plan::Choice::Binomial && !t.key.adaptive && j < p.binomial.size() &&
-          t.decision.checkpoints > 0 &&
-          static_cast<std::size_t>(t.decision.checkpoints) < p.binomial[j].size()) {
+      if (t.decision.choice == plan::Choice::Binomial && !t.key.adaptive &&
+          t.decision.checkpoints > 0) {
         const auto k = static_cast<std::size_t>(t.decision.checkpoints);
-        const int64_t bytes = t.bwd_peak - t.bwd_usage;
-        for (std::size_t i = 0; i < p.binomial.size() && bytes > 0; ++i) {
-          if (i != j && !same_kind(i, j)) continue;
-          if (k >= p.binomial[i].size()) continue;
-          if (i != j && p.binomial[i][k] >= bytes) continue;
-          if (p.binomial[i][k] != bytes) {
-            p.binomial[i][k] = bytes;
-            p.solved_for = -1;
-          }
-        }
+        learn_each(j, t.bwd_peak - t.bwd_usage, [&](std::size_t i) -> int64_t* {
+          return i < p.binomial.size() && k < p.binomial[i].size() ? &p.binomial[i][k] : nullptr;
+        });
       }
       if (t.decision.choice == plan::Choice::Whole && !t.key.adaptive) {
         learn(p.whole, j, t.bwd_peak - t.bwd_usage);
