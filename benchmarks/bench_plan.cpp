@@ -6,13 +6,15 @@
 //
 //   bench_plan [--nets peers8,peers32,resnet18] [--budgets 10] [--repeats 3] [--rounds 2]
 //              [--above 1.01,1.02,1.05] [--pairs 0] [--pair-each 0] [--threads 1]
-//              [--csv out.csv]
+//              [--device cpu|cuda] [--csv out.csv]
 //
 // --above adds budgets at those multiples of Backprop's peak: where the plan, whose model errs
 // towards more memory, first keeps every graph.
 //
 // The peak is the budget's quantity: the bytes one training step allocates from its forward's
-// start to its backward's end, above what was live at its start, on the CPU meter. The step time
+// start to its backward's end, above what was live at its start, on the CPU meter (--device cuda:
+// the counting CUDA meter, anode::memory::install_cuda_meter; each timed step ends with a device
+// synchronisation, so that its time is the kernels' and not only their launches'). The step time
 // is the whole training step (zero_grad, forward, backward, SGD step), the median of the timed
 // steps over `--rounds` interleaved rounds (each round runs every strategy and budget once in
 // turn, so that a machine's drift touches all alike). A plan's ratio to the fastest fixed
@@ -56,6 +58,12 @@
 namespace ab = anode::bench;
 
 namespace {
+
+/// The device every network runs on (--device).
+torch::Device& bench_device() {
+  static torch::Device d(torch::kCPU);
+  return d;
+}
 
 /// A network under test: its model (made with given block options), its input and target.
 struct Bench {
@@ -130,12 +138,13 @@ std::pair<double, int64_t> train_step(const Bench& b, Runner& r) {
   r.opt->zero_grad();
   int64_t peak = 0;
   {
-    anode::memory::PeakScope scope;
+    anode::memory::PeakScope scope(bench_device());
     auto loss = ab::bench_loss(b.forward(*r.net, b.x), b.target);
     loss.backward();
     peak = scope.peak_bytes();
   }
   r.opt->step();
+  if (bench_device().is_cuda()) torch::cuda::synchronize();
   return {std::chrono::duration<double, std::milli>(clock::now() - t0).count(), peak};
 }
 
@@ -143,7 +152,7 @@ Runner make_runner(const Bench& b, const std::string& strategy, const anode::ODE
   Runner r;
   r.strategy = strategy;
   r.net = b.make(o);
-  r.net->to(torch::kFloat32);
+  r.net->to(bench_device(), torch::kFloat32);
   r.opt = std::make_unique<torch::optim::SGD>(r.net->parameters(), torch::optim::SGDOptions(1e-4));
   return r;
 }
@@ -164,6 +173,7 @@ std::string decisions_of(const anode::MemoryPlan& p) {
 
 int main(int argc, char** argv) try {
   anode::memory::install_cpu_meter();
+  std::string device = "cpu";
   ab::Cli cli("The memory plan's time-memory curve against the fixed strategies.", "bench_plan");
   std::vector<std::string> nets{"peers8", "peers32", "resnet18"};
   int64_t threads = 1, n_budgets = 10, repeats = 3, rounds = 2, size = 16, pairs = 0, pair_each = 0;
@@ -184,6 +194,7 @@ int main(int argc, char** argv) try {
              "the fastest fixed strategy that fits it, in alternating order");
   cli.option("--size", size, "the peers network's input size");
   cli.option("--threads", threads, "intra-op threads (0: LibTorch's default)");
+  cli.option("--device", device, "cpu, or cuda (the counting CUDA meter measures)");
   cli.option("--csv", csv_path, "write the CSV here instead of stdout");
   if (!cli.parse(argc, argv)) return 0;
   if (n_budgets < 2 || repeats < 1 || rounds < 1 || pairs < 0 || pair_each < 0)
@@ -193,6 +204,14 @@ int main(int argc, char** argv) try {
     if (!(a > 1.0 && a < 100.0))
       throw std::invalid_argument("--above: " + std::to_string(a) +
                                   " is not a multiple of Backprop's peak above 1 (e.g. 1.02)");
+  }
+  if (device == "cuda") {
+    if (!torch::cuda::is_available())
+      throw std::invalid_argument("--device cuda: no CUDA device is available here");
+    anode::memory::install_cuda_meter();
+    bench_device() = torch::Device(torch::kCUDA, 0);
+  } else if (device != "cpu") {
+    throw std::invalid_argument("--device: '" + device + "' is neither cpu nor cuda");
   }
   ab::set_threads(threads);
 
@@ -208,8 +227,13 @@ int main(int argc, char** argv) try {
                           ? resnet18()
                           : throw std::invalid_argument("--nets: unknown network '" + name + "'"));
   }
+  for (auto& b : benches) {
+    b.x = b.x.to(bench_device());
+    b.target = b.target.to(bench_device());
+  }
   ab::write_machine_info(csv);
   csv.meta("bench", "plan");
+  csv.meta("device", bench_device().str());
   for (const auto& b : benches) csv.meta("network_" + b.name, b.description);
   csv.write_header();
 

@@ -11,9 +11,13 @@
 # Stages, in this order (the measurements nobody can make without a GPU come first; the rest of
 # the build and the CPU-heavy suite last, so that a slow build cannot cost the GPU figures):
 #   configure    CMake, Ninja, Release, -DCMAKE_PREFIX_PATH=<torch.utils.cmake_prefix_path>
-#   build-first  test_cuda, test_library, bench_peers, anode-cifar (all cores)
+#   build-first  test_cuda, test_library, bench_peers, bench_plan, anode-cifar (all cores)
 #   test-cuda    tests/test_cuda and test_library's Cuda tests on the GPU      -> test_cuda.log
-#                (results as GoogleTest JSON: gpu-check/tests/test_cuda.json, test_usage_cuda.json)
+#                (results as GoogleTest JSON: gpu-check/tests/test_cuda.json, test_usage_cuda.json;
+#                test_cuda's memory-plan tests print each plan)
+#   plan         bench_plan --device cuda: the memory plan's time-memory curve against the fixed
+#                strategies on the peers network (N_t 8) and ResNet18-ODE at width 0.25, on the
+#                counting CUDA meter (gpu-check/plan/bench_plan.csv, its table in the log)
 #   peers        bench_peers --device cuda: the peers network (4 conv ODE blocks, 32 channels,
 #                batch 8, 32x32, RK2) at N_t 2/8/32 for backprop, anode, anode-k4, adjoint:
 #                step time and CUDA peak memory
@@ -68,7 +72,7 @@ build="${BUILD_DIR:-build-gpu}"
 results="${OUT:-$repo/gpu-results}"
 work="$build/gpu-check"       # raw CSVs, gradients and logs: packed into details.tar.gz
 data="$build/gpu-check-data"  # synthetic CIFAR-10 (not packed)
-default_stages="configure,build-first,test-cuda,peers,torchdiffeq,cifar,build-all,ctest"
+default_stages="configure,build-first,test-cuda,plan,peers,torchdiffeq,cifar,build-all,ctest"
 stages=",${ANODE_GPU_STAGES:-$default_stages},"
 dry=0
 [[ "$device" == cpu ]] && dry=1
@@ -84,6 +88,7 @@ if [[ $dry == 1 ]]; then
   n_train=160
   n_test=64
   cifar_runs="anode:euler:2 backprop:euler:2"
+  plan_opts=(--nets peers8 --size 8 --budgets 3 --repeats 1 --rounds 1)
 else
   nts=2,8,32
   small_net=()
@@ -93,6 +98,7 @@ else
   n_train=5120
   n_test=512
   cifar_runs="anode:euler:2 backprop:euler:2 anode:rk2:8 backprop:rk2:8"
+  plan_opts=(--nets peers8,resnet18 --budgets 6 --above 1.05 --repeats 3 --rounds 2 --pairs 40)
 fi
 
 # ----------------------------------------------------------------------------- helpers
@@ -138,6 +144,18 @@ stage_cuda_tests() {
       "--gtest_output=json:$work/tests/test_usage_cuda.json" || rc=$?
   fi
   return "$rc"
+}
+
+stage_plan() {
+  local bp
+  bp="$(exe bench_plan)"
+  [[ -n "$bp" ]] || {
+    echo "bench_plan was not built (see build.log)"
+    return 1
+  }
+  mkdir -p "$work/plan"
+  "$bp" --device "$device" --threads 1 --print-plans "${plan_opts[@]}" \
+    --csv "$work/plan/bench_plan.csv"
 }
 
 # The first step's gradients are kept for the small network only, for the summary to compare (the
@@ -431,7 +449,7 @@ build_targets() {  # stage cap [targets...]
 }
 
 if [[ $configured == 1 ]] && want build-first; then
-  first=(bench_peers anode-cifar)
+  first=(bench_peers bench_plan anode-cifar)
   if [[ $have_tests == 1 ]]; then first=(test_cuda test_library "${first[@]}"); fi
   build_targets build-first 360 "${first[@]}" || true
 fi
@@ -441,6 +459,9 @@ if want test-cuda; then
   run_stage test-cuda 150 "$results/test_cuda.log" "" stage_cuda_tests || true
 fi
 
+if want plan; then
+  run_stage plan 150 "$work/logs/plan.log" "" stage_plan || true
+fi
 if want peers; then
   run_stage peers 120 "$work/logs/peers.log" "" stage_peers_cpp small "${small_net[@]}" || true
 fi

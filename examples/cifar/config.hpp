@@ -188,7 +188,7 @@ inline void add_options(CLI::App& app, Config& c) {
   app.add_option("--memory-budget", c.memory_budget,
                  "anode only: bytes one training step may use (e.g. 512MiB, 6GiB): the ODE blocks "
                  "share an anode::MemoryPlan, which decides per block what to keep and recompute "
-                 "(CPU only in this version)")
+                 "(on CUDA it measures with anode's CUDA meter, LibTorch 2.1 or later)")
       ->type_name("SIZE")
       ->transform(CLI::AsSizeValue(/*kb_is_1000=*/true));
 

@@ -122,6 +122,9 @@ class Trainer {
         precision_options_error(config_.amp, config_.device, config_.channels_last);
     if (!precision_error.empty()) throw UsageError(precision_error);
     // The seed fixes the initial weights; data order and augmentation derive from it too.
+    // A memory plan on CUDA measures with anode's counting CUDA meter (the CPU meter is main()'s);
+    // installed before the model's tensors, so that the step peaks logged read it too.
+    if (config_.memory_budget > 0 && device_.is_cuda()) anode::memory::install_cuda_meter();
     torch::manual_seed(config_.seed);
     model_ = make_model(config_.model_spec());
     model_->to(device_, config_.float64 ? torch::kDouble : torch::kFloat);

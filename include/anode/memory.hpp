@@ -1,6 +1,8 @@
 #pragma once
 // Memory meters: a counting CPU allocator (current and peak bytes of every CPU tensor allocation)
-// and, on CUDA builds, the caching allocator's peak statistics.
+// and, on CUDA builds, the caching allocator's peak statistics, or the counting CUDA meter
+// (`install_cuda_meter()`: the tensors' bytes, counted from the caching allocator's trace), which
+// anode::MemoryPlan measures CUDA memory with.
 //
 // Not part of the umbrella header anode/anode.hpp: the CPU meter replaces the process-wide CPU
 // allocator, which only the program should decide to do. Include this header, and call
@@ -85,6 +87,72 @@ inline void install_cpu_meter() {
   });
 }
 
+/// Installs the counting CUDA meter: from now on anode counts, per CUDA device, the bytes that
+/// tensors request from LibTorch's caching allocator (the figures the CPU meter gives for the CPU:
+/// the allocator's own statistics round blocks up, and keep no low point, which a MemoryPlan needs
+/// for a training step's baseline). Afterwards PeakScope on CUDA reads it, and MemoryPlan works on
+/// CUDA. Call it first thing in main(), before tensors are allocated on the device: only what is
+/// allocated afterwards is counted. Once per process; it cannot be removed (the allocator's trace
+/// keeps its listener; each allocation and free then costs one call more).
+///
+/// It checks itself: a tensor of a known size must be counted to the byte. Raises, saying why,
+/// without CUDA in this build, with LibTorch before 2.1 (no allocator trace), without a visible
+/// CUDA device, or when the allocator does not report to it (PYTORCH_NO_CUDA_MEMORY_CACHING=1, or
+/// a pluggable allocator in place of the caching one).
+inline void install_cuda_meter() {
+#if !defined(ANODE_WITH_CUDA)
+  TORCH_CHECK(false,
+              "anode::memory::install_cuda_meter: this build of anode has no CUDA "
+              "(ANODE_WITH_CUDA is defined when LibTorch has CUDA: build against a CUDA LibTorch "
+              "with anode's CMake package)");
+#elif !defined(ANODE_CUDA_METER)
+  TORCH_CHECK(false, "anode::memory::install_cuda_meter needs LibTorch 2.1 or later (the CUDA ",
+              "caching allocator's trace, which it counts from); this is LibTorch ",
+              TORCH_VERSION, ". Measure with PeakScope (the allocator's statistics) instead");
+#else
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (detail::cuda_meter_installed()) return;
+  TORCH_CHECK(c10::cuda::device_count() > 0,
+              "anode::memory::install_cuda_meter: no CUDA device is visible "
+              "(c10::cuda::device_count() is 0: check CUDA_VISIBLE_DEVICES and the driver)");
+  const int device = c10::cuda::current_device();
+  static bool attached = false;
+  if (!attached) {
+    detail::ensure_cuda_allocator(device);
+    try {
+      c10::cuda::CUDACachingAllocator::attachAllocatorTraceTracker(&detail::cuda_meter_trace);
+    } catch (const c10::Error& e) {
+      TORCH_CHECK(false,
+                  "anode::memory::install_cuda_meter: the CUDA allocator in place does not "
+                  "report its allocations (",
+                  e.what_without_backtrace(),
+                  "); the CUDA meter needs LibTorch's caching allocator");
+    }
+    attached = true;
+  }
+  // The self-check: one tensor of an odd size, counted to the byte, and nothing left once freed.
+  constexpr int64_t n = (int64_t{1} << 20) + 7;
+  const int64_t before = detail::cuda_meter_current_bytes(device);
+  int64_t held = 0;
+  {
+    auto t = at::empty({n}, at::TensorOptions().dtype(at::kByte).device(
+                                c10::Device(c10::DeviceType::CUDA,
+                                            static_cast<c10::DeviceIndex>(device))));
+    held = detail::cuda_meter_current_bytes(device) - before;
+  }
+  const int64_t left = detail::cuda_meter_current_bytes(device) - before;
+  TORCH_CHECK(held == n && left == 0,
+              "anode::memory::install_cuda_meter: the CUDA caching allocator did not report a "
+              "test tensor of ",
+              n, " bytes as it should (counted ", held, " bytes while it lived, ", left,
+              " after it was freed). Is PYTORCH_NO_CUDA_MEMORY_CACHING=1 set, or another CUDA "
+              "allocator in place, or another thread allocating on the device meanwhile? A "
+              "MemoryPlan cannot measure CUDA memory without the meter");
+  detail::cuda_counters().installed = true;
+#endif
+}
+
 // The meters' readings (anode/detail/meter.hpp, which the library's memory_budget uses too):
 // bool cpu_meter_installed(), whether install_cpu_meter() has run in this process;
 // int64_t cpu_current_bytes(), bytes of CPU tensor storage live now (allocated through the meter);
@@ -93,18 +161,28 @@ inline void install_cpu_meter() {
 // void reset_cpu_peak(), resets the peak to the bytes live now;
 // int64_t cuda_peak_bytes(int device = -1) and cuda_current_bytes(int device = -1), the CUDA
 // caching allocator's peak and current bytes on `device` (-1: current device), -1 without CUDA;
-// void reset_cuda_peak(int device = -1), resets its peak (no-op without CUDA).
+// void reset_cuda_peak(int device = -1), resets its peak (no-op without CUDA);
+// bool cuda_meter_installed(), whether install_cuda_meter() has succeeded in this process;
+// int64_t cuda_meter_current_bytes(int device) and cuda_meter_peak_bytes(int device), the CUDA
+// meter's bytes live on `device` now and at most since installation or reset_cuda_meter_peak
+// (counted from installation: differences are what mean something);
+// void reset_cuda_meter_peak(int device), resets the CUDA meter's peak to the bytes live now.
 using detail::cpu_allocations;
 using detail::cpu_current_bytes;
 using detail::cpu_meter_installed;
 using detail::cpu_peak_bytes;
 using detail::cuda_current_bytes;
+using detail::cuda_meter_current_bytes;
+using detail::cuda_meter_installed;
+using detail::cuda_meter_peak_bytes;
 using detail::cuda_peak_bytes;
 using detail::reset_cpu_peak;
+using detail::reset_cuda_meter_peak;
 using detail::reset_cuda_peak;
 
 /// Measures the peak memory of a region on one device (CPU: needs `install_cpu_meter()`; CUDA:
-/// the caching allocator's statistics), above what was live when it started. Scopes nest: an
+/// the CUDA meter if `install_cuda_meter()` ran before the scope opened, else the caching
+/// allocator's statistics), above what was live when it started. Scopes nest: an
 /// inner scope (anode opens one itself for `memory_budget`) does not lose the outer scope's peak.
 ///
 /// Example:

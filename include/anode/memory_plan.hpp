@@ -8,8 +8,10 @@
 //
 // What the budget means: the peak bytes one training step allocates, from the start of the
 // network's forward pass to the end of its backward, above what was live when the step started,
-// on anode's memory meter (the counting CPU allocator: call anode::memory::install_cpu_meter()
-// first thing in main()). It covers the whole step, the layers around the ODE blocks, the loss
+// on anode's memory meter for the blocks' device (the counting CPU allocator: call
+// anode::memory::install_cpu_meter() first thing in main(); on CUDA the counting CUDA meter, the
+// tensors' bytes counted from the caching allocator's trace: anode::memory::install_cuda_meter()).
+// It covers the whole step, the layers around the ODE blocks, the loss
 // and the gradients included: the plan measures what it does not control and plans the blocks
 // around it.
 //
@@ -38,8 +40,12 @@
 // that keeps every graph is Backprop's step, in time and in bytes), and every recompute obeys the
 // exactness contract (replayed random numbers and buffers, verified output).
 //
-// Limits, said where they apply: the CPU meter only (CUDA: not yet, the caching allocator has no
-// low-water statistic, which the step's baseline needs); one device per plan; adaptive calls are
+// On CUDA, a calibration step synchronises the device around each call's forward pass, to time its
+// steps (kernels run asynchronously: the host's clock alone would time their launches); planned
+// steps add no synchronisation.
+//
+// Limits, said where they apply: one device per plan; CUDA needs LibTorch 2.1 or later (the
+// allocator's trace, which the CUDA meter counts from); adaptive calls are
 // recomputed whole (the only choice an adaptive solve supports under a plan: its steps are known
 // only once solved); at most 32 plans in one process.
 
@@ -120,6 +126,7 @@ struct PlanTicket {
   bool done = false;
   StepCost cost;  // calibration: one step's measured cost
   double seconds_per_step = 0;
+  bool timed = false;  // its forward is timed (on CUDA: in calibration only, synchronised)
   std::chrono::steady_clock::time_point forward_started;
   int64_t fwd_usage = 0;       // when its forward started
   int64_t fwd_peak = 0;        // during its forward
@@ -267,10 +274,10 @@ class MemoryPlan {
     std::size_t segment_owner = 0;
   };
 
-  int64_t now() const { return memory::detail::cpu_current_bytes(); }
+  int64_t now() const { return memory::detail::meter_current_bytes(meter_); }
   // Ends the current segment at a boundary: its peak goes to its owner, and `next` starts.
   void boundary(Segment next, std::size_t owner) {
-    const int64_t p = memory::detail::take_cpu_peak();
+    const int64_t p = memory::detail::take_meter_peak(meter_);
     step_.peak = std::max(step_.peak, p);
     if (step_.segment != Segment::None && step_.segment_owner < step_.tickets.size()) {
       auto& t = *step_.tickets[step_.segment_owner];
@@ -310,6 +317,7 @@ class MemoryPlan {
   mutable std::mutex mutex_;
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
   c10::Device device_ = c10::Device(c10::DeviceType::CPU);
+  int meter_ = memory::detail::kCpuMeter;  // the meter of device_: kCpuMeter or a CUDA index
   bool device_set_ = false;
   std::vector<std::unique_ptr<Profile>> profiles_;
   Profile* last_profile_ = nullptr;
@@ -330,11 +338,22 @@ inline PlanLease::~PlanLease() {
 
 inline void MemoryPlan::check_device(const c10::Device& d) {
   if (!device_set_) {
-    TORCH_CHECK(d.is_cpu(), "anode::MemoryPlan: the blocks' state is on ", d,
-                "; memory plans measure the CPU meter only in this version (the CUDA caching "
-                "allocator keeps no low-water statistic, which the step's baseline needs). On "
-                "CUDA, set checkpoints(k) or keep_latest_graph instead");
+    TORCH_CHECK(d.is_cpu() || d.is_cuda(), "anode::MemoryPlan: the blocks' state is on ", d,
+                "; memory plans measure CPU and CUDA memory only");
+    TORCH_CHECK(!d.is_cpu() || memory::detail::cpu_meter_installed(),
+                "anode::MemoryPlan: the budget is measured with anode's CPU memory meter, which "
+                "is not installed. Call anode::memory::install_cpu_meter() (#include "
+                "<anode/memory.hpp>) first thing in main(), before tensors are allocated");
+    TORCH_CHECK(!d.is_cuda() || memory::detail::cuda_meter_installed(),
+                "anode::MemoryPlan: the blocks' state is on ", d,
+                ", and the budget is measured there with anode's CUDA memory meter, which is not "
+                "installed. Call anode::memory::install_cuda_meter() (#include "
+                "<anode/memory.hpp>) first thing in main(), before the model is moved to the "
+                "device");
+    TORCH_CHECK(!d.is_cuda() || d.has_index(), "anode::MemoryPlan: the blocks' state is on ", d,
+                " without a device index");
     device_ = d;
+    meter_ = d.is_cpu() ? memory::detail::kCpuMeter : static_cast<int>(d.index());
     device_set_ = true;
   }
   TORCH_CHECK(d == device_, "anode::MemoryPlan: one plan is shared by blocks on ", device_,
@@ -462,15 +481,11 @@ inline std::shared_ptr<detail::PlanTicket> MemoryPlan::begin_forward(
     const detail::PlanCallKey& key) {
   std::lock_guard<std::mutex> lock(mutex_);
   check_device(key.device);
-  TORCH_CHECK(memory::detail::cpu_meter_installed(),
-              "anode::MemoryPlan: the budget is measured with anode's CPU memory meter, which is "
-              "not installed. Call anode::memory::install_cpu_meter() (#include "
-              "<anode/memory.hpp>) first thing in main(), before tensors are allocated");
   if (!step_.open) {
     // A new step. Its baseline is the least the meter held since the previous step ended (at
     // most what was live when this step started: the plan then errs on the safe side).
     const int64_t first = now();
-    const int64_t baseline = std::min(memory::detail::trough_bytes(slot_), first);
+    const int64_t baseline = std::min(memory::detail::trough_bytes(slot_, meter_), first);
     const int64_t usage = first - baseline;
     Profile* found = nullptr;
     for (auto& pr : profiles_) {
@@ -500,7 +515,7 @@ inline std::shared_ptr<detail::PlanTicket> MemoryPlan::begin_forward(
     s.cheapest_only = cheapest_only;
     if (s.calibrating) ++calibrations_;
     step_ = std::move(s);
-    (void)memory::detail::take_cpu_peak();  // the segments of this step start here
+    (void)memory::detail::take_meter_peak(meter_);  // the segments of this step start here
   }
   auto t = std::make_shared<detail::PlanTicket>();
   t->plan = this;
@@ -516,6 +531,7 @@ inline std::shared_ptr<detail::PlanTicket> MemoryPlan::begin_forward(
     step_.off_plan = true;
   }
   t->calibrating = step_.calibrating || step_.off_plan;
+  t->timed = t->calibrating || meter_ == memory::detail::kCpuMeter;
   if (!t->calibrating) {
     t->decision = step_.cheapest_only ? cheapest(p->costs[t->index], key.steps, key.adaptive)
                                       : p->solution.decisions[t->index];
@@ -523,6 +539,7 @@ inline std::shared_ptr<detail::PlanTicket> MemoryPlan::begin_forward(
   step_.tickets.push_back(t);
   boundary(Segment::Forward, t->index);
   t->fwd_usage = now();
+  if (t->timed) memory::detail::synchronize_meter_device(meter_);
   t->forward_started = std::chrono::steady_clock::now();
   // The call's handle: the ticket, owned through a lease (the plan's own reference is the step's).
   auto lease = std::make_shared<detail::PlanLease>();
@@ -538,15 +555,20 @@ inline void MemoryPlan::measured(detail::PlanTicket& t, const detail::StepCost& 
   // The measurement's own peak counts in the step, not in the call's forward.
   boundary(Segment::Forward, t.index);
   t.fwd_peak = 0;
+  if (t.timed) memory::detail::synchronize_meter_device(meter_);
   t.forward_started = std::chrono::steady_clock::now();
 }
 
 inline void MemoryPlan::end_forward(detail::PlanTicket& t) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (t.step != step_.id) return;
-  const double s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t.forward_started).count();
-  t.seconds_per_step = t.key.steps > 0 ? s / static_cast<double>(t.key.steps) : s;
+  if (t.timed) {
+    memory::detail::synchronize_meter_device(meter_);
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t.forward_started)
+            .count();
+    t.seconds_per_step = t.key.steps > 0 ? s / static_cast<double>(t.key.steps) : s;
+  }
   boundary(Segment::AfterForward, t.index);
   t.fwd_end = now();
 }
@@ -594,7 +616,7 @@ inline void MemoryPlan::finish_step() {
   if (std::none_of(ts.begin(), ts.end(), [](const auto& t) { return t->backward_started; })) {
     s.profile = nullptr;
     s.tickets.clear();
-    memory::detail::reset_trough(slot_);
+    memory::detail::reset_trough(slot_, meter_);
     return;
   }
   last_decisions_.clear();
@@ -753,7 +775,7 @@ inline void MemoryPlan::finish_step() {
   }
   s.profile = nullptr;
   s.tickets.clear();
-  memory::detail::reset_trough(slot_);
+  memory::detail::reset_trough(slot_, meter_);
 }
 
 inline std::ostream& operator<<(std::ostream& os, const MemoryPlan& p) {

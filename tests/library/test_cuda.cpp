@@ -571,3 +571,173 @@ TEST_F(Cuda, SyncChecksNeedACudaBuild) {
 }
 
 #endif
+
+// ------------------------------------------------------------------------------------------------
+// The counting CUDA meter and anode::MemoryPlan on the device: the budget is measured on the meter
+// (the tensors' bytes, as on the CPU), every step stays within it, the gradient is Backprop's.
+// Installing the meter is process-wide and cannot be undone: the tests above that read the
+// allocator's statistics run first, and the error for a plan without the meter is checked only
+// while it is not installed.
+
+#if defined(ANODE_CUDA_METER)
+
+TEST_F(Cuda, MemoryPlanWithoutTheCudaMeterSaysWhatToCall) {
+  if (anode::memory::cuda_meter_installed()) GTEST_SKIP() << "the CUDA meter is installed already";
+  auto plan = std::make_shared<anode::MemoryPlan>(int64_t{1} << 30);
+  auto block = anode::ODEBlock<MLPImpl>(
+      MLP(4, 8), anode::ODEBlockOptions().steps(2).memory_plan(plan));
+  block->to(device);
+  const auto x = torch::randn({3, 4}, torch::device(device));
+  EXPECT_TRUE(throws_mentioning([&] { block->forward(x).sum().backward(); },
+                                {"install_cuda_meter", "cuda"}));
+}
+
+TEST_F(Cuda, CudaMeterCountsTensorBytes) {
+  namespace mem = anode::memory;
+  ASSERT_NO_THROW(mem::install_cuda_meter());
+  ASSERT_TRUE(mem::cuda_meter_installed());
+  ASSERT_NO_THROW(mem::install_cuda_meter());  // once per process: again is a no-op
+  const int dev = 0;
+  const int64_t before = mem::cuda_meter_current_bytes(dev);
+  mem::reset_cuda_meter_peak(dev);
+  {
+    auto a = torch::empty({1000}, torch::device(device).dtype(torch::kFloat));  // 4000 bytes
+    auto b = torch::empty({3, 5}, torch::device(device).dtype(torch::kDouble));  // 120 bytes
+    EXPECT_EQ(mem::cuda_meter_current_bytes(dev) - before, 4120);
+    a.reset();
+    EXPECT_EQ(mem::cuda_meter_current_bytes(dev) - before, 120);
+  }
+  EXPECT_EQ(mem::cuda_meter_current_bytes(dev), before);
+  EXPECT_EQ(mem::cuda_meter_peak_bytes(dev) - before, 4120);
+  // A PeakScope opened now reads the meter; its peak is the tensors' bytes, not the blocks'.
+  mem::PeakScope scope(device);
+  EXPECT_TRUE(scope.counted());
+  {
+    auto c = torch::empty({256 + 1}, torch::device(device).dtype(torch::kFloat));
+  }
+  EXPECT_EQ(scope.peak_bytes(), 4 * 257);
+  EXPECT_EQ(scope.current_bytes(), 0);
+}
+
+namespace {
+
+/// stem -> 4 ODE blocks (conv-BN-ReLU-conv, RK2, 4 steps) -> head, in float64 on the device.
+struct PlannedNetImpl : torch::nn::Module {
+  explicit PlannedNetImpl(const anode::ODEBlockOptions& o) {
+    stem = register_module("stem", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 3).padding(1)));
+    head = register_module("head", torch::nn::Linear(8 * 8 * 8, 10));
+    for (int i = 0; i < 4; ++i)
+      blocks.push_back(register_module("block" + std::to_string(i),
+                                       anode::ODEBlock<ConvRHSImpl>(ConvRHS(8), o)));
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    x = stem(x);
+    for (auto& b : blocks) x = b->forward(x);
+    return head(x.flatten(1)).pow(2).mean();
+  }
+  torch::nn::Conv2d stem{nullptr};
+  torch::nn::Linear head{nullptr};
+  std::vector<anode::ODEBlock<ConvRHSImpl>> blocks;
+};
+TORCH_MODULE(PlannedNet);
+
+PlannedNet planned_net(const anode::ODEBlockOptions& o, const torch::Device& device) {
+  torch::manual_seed(11);
+  PlannedNet net(o);
+  net->to(device, torch::kDouble);
+  return net;
+}
+
+struct PlannedStep {
+  int64_t peak = 0;
+  std::vector<torch::Tensor> grads;
+};
+PlannedStep planned_step(PlannedNet& net, const torch::Tensor& x, const torch::Device& device) {
+  net->zero_grad();
+  PlannedStep r;
+  {
+    anode::memory::PeakScope scope(device);
+    torch::manual_seed(5);
+    net->forward(x).backward();
+    r.peak = scope.peak_bytes();
+  }
+  for (const auto& p : net->parameters()) r.grads.push_back(p.grad().clone());
+  return r;
+}
+
+}  // namespace
+
+TEST_F(Cuda, MemoryPlanStaysWithinEveryBudgetAndIsExact) {
+  anode::memory::install_cuda_meter();
+  const auto base = anode::ODEBlockOptions().method(Method::RK2).steps(4);
+  constexpr int kSteps = 4;
+  std::vector<torch::Tensor> batches;  // made before any step, as a loaded dataset's
+  for (int s = 0; s < kSteps; ++s)
+    batches.push_back(torch::randn({4, 3, 8, 8}, torch::device(device).dtype(torch::kDouble)));
+  auto ref = planned_net(base.with_gradient(Gradient::Backprop), device);
+  std::vector<PlannedStep> want;
+  int64_t backprop_peak = 0;
+  for (int s = 0; s < kSteps; ++s) {
+    want.push_back(planned_step(ref, batches[static_cast<std::size_t>(s)], device));
+    backprop_peak = std::max(backprop_peak, want.back().peak);
+  }
+  int64_t smallest = 0;
+  {
+    auto probe = std::make_shared<anode::MemoryPlan>(int64_t{1} << 40);
+    auto net = planned_net(anode::ODEBlockOptions(base).memory_plan(probe), device);
+    planned_step(net, batches[0], device);
+    smallest = probe->cheapest_peak_bytes();
+    std::cout << "[ CUDA plan ] Backprop's peak " << backprop_peak << " bytes, the cheapest plan's "
+              << smallest << "\n";
+  }
+  ASSERT_GT(smallest, 0);
+  ASSERT_LT(smallest, backprop_peak);
+  for (const int64_t budget : {smallest, (smallest + backprop_peak) / 2, backprop_peak}) {
+    auto plan = std::make_shared<anode::MemoryPlan>(budget);
+    auto net = planned_net(anode::ODEBlockOptions(base).memory_plan(plan), device);
+    for (int s = 0; s < kSteps; ++s) {
+      PlannedStep got;
+      ASSERT_NO_THROW(got = planned_step(net, batches[static_cast<std::size_t>(s)], device))
+          << "budget " << budget << ", step " << s << "\n" << *plan;
+      EXPECT_LE(got.peak, budget) << "budget " << budget << ", step " << s << "\n" << *plan;
+      EXPECT_LT(max_rel_err(got.grads, want[static_cast<std::size_t>(s)].grads), 1e-12)
+          << "budget " << budget << ", step " << s;
+    }
+    std::cout << "[ CUDA plan ] budget " << budget << ":\n" << *plan << "\n";
+    EXPECT_EQ(plan->calibrations(), 1) << *plan;
+    EXPECT_EQ(plan->overshoots(), 0) << *plan;
+    if (budget == backprop_peak) {
+      for (const auto& d : plan->decisions())
+        EXPECT_EQ(d.choice, anode::plan::Choice::Keep) << *plan;
+    }
+  }
+  // Too small for any plan: a clear error naming the bytes needed, and the next step with a larger
+  // plan works.
+  auto tiny = std::make_shared<anode::MemoryPlan>(smallest / 2);
+  auto net = planned_net(anode::ODEBlockOptions(base).memory_plan(tiny), device);
+  planned_step(net, batches[0], device);  // the calibration step measures
+  EXPECT_TRUE(throws_mentioning([&] { planned_step(net, batches[1], device); },
+                                {std::to_string(smallest / 2), "too small"}));
+}
+
+TEST_F(Cuda, MemoryPlanSharedByCpuAndCudaBlocksIsAnError) {
+  anode::memory::install_cpu_meter();
+  anode::memory::install_cuda_meter();
+  auto plan = std::make_shared<anode::MemoryPlan>(int64_t{1} << 30);
+  const auto o = anode::ODEBlockOptions().steps(2).memory_plan(plan);
+  auto on_cpu = anode::ODEBlock<MLPImpl>(MLP(4, 8), o);
+  auto on_gpu = anode::ODEBlock<MLPImpl>(MLP(4, 8), o);
+  on_gpu->to(device);
+  on_cpu->forward(torch::randn({3, 4})).sum().backward();
+  EXPECT_TRUE(throws_mentioning(
+      [&] { on_gpu->forward(torch::randn({3, 4}, torch::device(device))).sum().backward(); },
+      {"one plan is shared by blocks on", "cuda"}));
+}
+
+#else
+
+TEST_F(Cuda, MemoryPlanNeedsTheCudaMeter) {
+  GTEST_SKIP() << "the CUDA meter needs LibTorch 2.1+ with CUDA (ANODE_CUDA_METER undefined)";
+}
+
+#endif

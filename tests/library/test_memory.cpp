@@ -217,4 +217,60 @@ TEST(PeakScopeContract, CudaScopeInACpuBuildIsAnError) {
 }
 #endif
 
+// The CUDA meter's counting, fed by hand for a device index no machine has (the allocator's trace
+// feeds it on a GPU: test_cuda checks that end to end): current, peak, the low point a memory
+// plan's trough slot sees, and take_meter_peak handing the peak over and resetting it.
+TEST(CudaMeterCounting, CurrentPeakAndTrough) {
+  namespace md = anode::memory::detail;
+  constexpr int kFake = md::kMaxCudaDevices - 1;
+  const int64_t start = md::cuda_meter_current_bytes(kFake);
+  md::cuda_meter_count(kFake, 1000);
+  const int slot = md::acquire_trough_slot();  // its marks: 1000 on kFake
+  ASSERT_GE(slot, 0);
+  md::reset_cuda_meter_peak(kFake);
+  md::cuda_meter_count(kFake, 500);   // 1500
+  md::cuda_meter_count(kFake, -800);  // 700: the low point
+  md::cuda_meter_count(kFake, 300);   // 1000
+  EXPECT_EQ(md::cuda_meter_current_bytes(kFake) - start, 1000);
+  EXPECT_EQ(md::cuda_meter_peak_bytes(kFake) - start, 1500);
+  EXPECT_EQ(md::trough_bytes(slot, kFake) - start, 700);
+  // The CPU meter's frees do not move the slot's mark on a CUDA device, nor the other way round.
+  anode::memory::install_cpu_meter();
+  const int64_t cpu_low = md::trough_bytes(slot);
+  {
+    auto t = torch::empty({1 << 16});
+  }
+  EXPECT_EQ(md::trough_bytes(slot, kFake) - start, 700);
+  EXPECT_EQ(md::trough_bytes(slot), cpu_low);  // no CPU bytes freed below it
+  md::cuda_meter_count(kFake, -1);
+  md::cuda_meter_count(kFake, 1);
+  EXPECT_EQ(md::trough_bytes(slot), cpu_low);
+  EXPECT_EQ(md::take_meter_peak(kFake) - start, 1500);
+  EXPECT_EQ(md::cuda_meter_peak_bytes(kFake) - start, 1000);  // reset to what is live
+  md::reset_trough(slot, kFake);
+  EXPECT_EQ(md::trough_bytes(slot, kFake) - start, 1000);
+  md::release_trough_slot(slot);
+  md::cuda_meter_count(kFake, -1000);
+  EXPECT_EQ(md::cuda_meter_current_bytes(kFake), start);
+  // Out-of-range devices are ignored, not written out of bounds.
+  md::cuda_meter_count(md::kMaxCudaDevices, 1 << 20);
+  md::cuda_meter_count(-5, 1 << 20);
+  EXPECT_EQ(md::cuda_meter_current_bytes(md::kMaxCudaDevices), 0);
+}
+
+// Installing the CUDA meter where it cannot work says why (no CUDA in the build, an old LibTorch,
+// no device); on a GPU it is installed (test_cuda checks what it counts).
+TEST(CudaMeterCounting, InstallSaysWhyItCannot) {
+  if (torch::cuda::is_available()) {
+#if defined(ANODE_CUDA_METER)
+    ASSERT_NO_THROW(anode::memory::install_cuda_meter());
+    EXPECT_TRUE(anode::memory::cuda_meter_installed());
+#endif
+    return;
+  }
+  EXPECT_TRUE(throws_mentioning([] { anode::memory::install_cuda_meter(); },
+                                {"install_cuda_meter"}));
+  EXPECT_FALSE(anode::memory::cuda_meter_installed());
+}
+
 }  // namespace test_memory
