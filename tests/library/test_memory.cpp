@@ -6,6 +6,8 @@
 
 #include <anode/memory.hpp>
 
+#include <thread>
+
 namespace test_memory {
 
 using namespace anode_test;
@@ -207,6 +209,22 @@ TEST(PeakScopeContract, NestedScopeKeepsTheOuterPeak) {
     EXPECT_GE(inner.peak_bytes(), 4 << 10);
     EXPECT_LT(inner.peak_bytes(), 1 << 20);
   }
+  EXPECT_GE(outer.peak_bytes(), 1 << 20);
+}
+
+// An inner scope on another thread (autograd's device thread runs a CUDA backward, and with it a
+// memory plan's and a recompute's readings) must not lose the peak of a scope open on this one.
+TEST(PeakScopeContract, AScopeOnAnotherThreadKeepsThisThreadsPeak) {
+  anode::memory::install_cpu_meter();
+  anode::memory::PeakScope outer;
+  std::thread other([] {
+    {
+      auto big = torch::empty({1 << 18});  // 1 MiB, freed before the inner scope resets the peak
+    }
+    anode::memory::PeakScope inner;
+    (void)anode::memory::detail::take_cpu_peak();  // as a plan's segment boundary does
+  });
+  other.join();
   EXPECT_GE(outer.peak_bytes(), 1 << 20);
 }
 

@@ -17,7 +17,6 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 
-#include <mutex>
 // The counting CUDA meter listens to the caching allocator's trace (attachAllocatorTraceTracker),
 // which LibTorch has from 2.1 on.
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
@@ -28,6 +27,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 namespace anode {
@@ -293,11 +293,17 @@ inline void synchronize_meter_device(int meter) {
 
 class PeakScope;
 
-// The scopes open on this thread, innermost last: a scope opened inside another must not lose the
-// outer one's peak when it resets the device's peak counter.
-inline std::vector<PeakScope*>& open_scopes() {
-  thread_local std::vector<PeakScope*> scopes;
-  return scopes;
+// The scopes open in the process, oldest first: a scope opened inside another must not lose the
+// outer one's peak when it resets the meter's peak counter. Process-wide, not per thread: the
+// meters are, and a backward pass on CUDA runs on autograd's device thread, where a memory plan
+// and a recompute read and reset the peak while the caller's scope is open on its own thread.
+struct OpenScopes {
+  std::mutex mutex;
+  std::vector<PeakScope*> scopes;
+};
+inline OpenScopes& open_scopes() {
+  static OpenScopes s;
+  return s;
 }
 
 /// Measures the peak memory of a region on one device, above what was live when it started (the
@@ -328,15 +334,19 @@ class PeakScope {
     }
     // Resetting the meter's peak below would lose what enclosing scopes on the same meter have
     // seen so far: hand it to them first.
-    for (PeakScope* outer : open_scopes()) {
+    auto& open = open_scopes();
+    std::lock_guard<std::mutex> lock(open.mutex);
+    for (PeakScope* outer : open.scopes) {
       if (same_meter(*outer)) outer->carried_ = std::max(outer->carried_, raw_peak());
     }
     reset_peak();
     baseline_ = raw_current();
-    open_scopes().push_back(this);
+    open.scopes.push_back(this);
   }
   ~PeakScope() {
-    auto& scopes = open_scopes();
+    auto& open = open_scopes();
+    std::lock_guard<std::mutex> lock(open.mutex);
+    auto& scopes = open.scopes;
     for (auto it = scopes.end(); it != scopes.begin();) {
       --it;
       if (*it == this) {
@@ -350,6 +360,7 @@ class PeakScope {
 
   /// Peak bytes above the baseline so far.
   int64_t peak_bytes() const {
+    std::lock_guard<std::mutex> lock(open_scopes().mutex);
     return std::max(carried_, raw_peak()) - baseline_;
   }
   /// Bytes live now above the baseline.
@@ -401,8 +412,10 @@ class PeakScope {
 /// this thread on that meter first (as an inner scope does), so that they keep it. A memory plan
 /// reads the peak of each segment of a step this way.
 inline int64_t take_meter_peak(int meter) {
+  auto& open = open_scopes();
+  std::lock_guard<std::mutex> lock(open.mutex);
   const int64_t p = meter == kCpuMeter ? cpu_peak_bytes() : cuda_meter_peak_bytes(meter);
-  for (PeakScope* s : open_scopes()) {
+  for (PeakScope* s : open.scopes) {
     if (s->meter_ == meter && s->counted()) s->carried_ = std::max(s->carried_, p);
   }
   if (meter == kCpuMeter)
