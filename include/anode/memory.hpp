@@ -107,8 +107,8 @@ inline void install_cuda_meter() {
               "with anode's CMake package)");
 #elif !defined(ANODE_CUDA_METER)
   TORCH_CHECK(false, "anode::memory::install_cuda_meter needs LibTorch 2.1 or later (the CUDA ",
-              "caching allocator's trace, which it counts from); this is LibTorch ",
-              TORCH_VERSION, ". Measure with PeakScope (the allocator's statistics) instead");
+              "caching allocator's trace, which it counts from); this is LibTorch ", TORCH_VERSION,
+              ". Measure with PeakScope (the allocator's statistics) instead");
 #else
   static std::mutex mutex;
   std::lock_guard<std::mutex> lock(mutex);
@@ -136,9 +136,8 @@ inline void install_cuda_meter() {
   const int64_t before = detail::cuda_meter_current_bytes(device);
   int64_t held = 0;
   {
-    auto t = at::empty({n}, at::TensorOptions().dtype(at::kByte).device(
-                                c10::Device(c10::DeviceType::CUDA,
-                                            static_cast<c10::DeviceIndex>(device))));
+    auto t = at::empty({n}, at::TensorOptions().dtype(at::kByte).device(c10::Device(
+                                c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device))));
     held = detail::cuda_meter_current_bytes(device) - before;
   }
   const int64_t left = detail::cuda_meter_current_bytes(device) - before;

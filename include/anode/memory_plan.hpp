@@ -565,8 +565,7 @@ inline void MemoryPlan::end_forward(detail::PlanTicket& t) {
   if (t.timed) {
     memory::detail::synchronize_meter_device(meter_);
     const double s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t.forward_started)
-            .count();
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t.forward_started).count();
     t.seconds_per_step = t.key.steps > 0 ? s / static_cast<double>(t.key.steps) : s;
   }
   boundary(Segment::AfterForward, t.index);

@@ -584,8 +584,8 @@ TEST_F(Cuda, SyncChecksNeedACudaBuild) {
 TEST_F(Cuda, MemoryPlanWithoutTheCudaMeterSaysWhatToCall) {
   if (anode::memory::cuda_meter_installed()) GTEST_SKIP() << "the CUDA meter is installed already";
   auto plan = std::make_shared<anode::MemoryPlan>(int64_t{1} << 30);
-  auto block = anode::ODEBlock<MLPImpl>(
-      MLP(4, 8), anode::ODEBlockOptions().steps(2).memory_plan(plan));
+  auto block =
+      anode::ODEBlock<MLPImpl>(MLP(4, 8), anode::ODEBlockOptions().steps(2).memory_plan(plan));
   block->to(device);
   const auto x = torch::randn({3, 4}, torch::device(device));
   EXPECT_TRUE(throws_mentioning([&] { block->forward(x).sum().backward(); },
@@ -601,7 +601,7 @@ TEST_F(Cuda, CudaMeterCountsTensorBytes) {
   const int64_t before = mem::cuda_meter_current_bytes(dev);
   mem::reset_cuda_meter_peak(dev);
   {
-    auto a = torch::empty({1000}, torch::device(device).dtype(torch::kFloat));  // 4000 bytes
+    auto a = torch::empty({1000}, torch::device(device).dtype(torch::kFloat));   // 4000 bytes
     auto b = torch::empty({3, 5}, torch::device(device).dtype(torch::kDouble));  // 120 bytes
     EXPECT_EQ(mem::cuda_meter_current_bytes(dev) - before, 4120);
     a.reset();
@@ -612,9 +612,7 @@ TEST_F(Cuda, CudaMeterCountsTensorBytes) {
   // A PeakScope opened now reads the meter; its peak is the tensors' bytes, not the blocks'.
   mem::PeakScope scope(device);
   EXPECT_TRUE(scope.counted());
-  {
-    auto c = torch::empty({256 + 1}, torch::device(device).dtype(torch::kFloat));
-  }
+  { auto c = torch::empty({256 + 1}, torch::device(device).dtype(torch::kFloat)); }
   EXPECT_EQ(scope.peak_bytes(), 4 * 257);
   EXPECT_EQ(scope.current_bytes(), 0);
 }
@@ -698,7 +696,8 @@ TEST_F(Cuda, MemoryPlanStaysWithinEveryBudgetAndIsExact) {
     for (int s = 0; s < kSteps; ++s) {
       PlannedStep got;
       ASSERT_NO_THROW(got = planned_step(net, batches[static_cast<std::size_t>(s)], device))
-          << "budget " << budget << ", step " << s << "\n" << *plan;
+          << "budget " << budget << ", step " << s << "\n"
+          << *plan;
       EXPECT_LE(got.peak, budget) << "budget " << budget << ", step " << s << "\n" << *plan;
       EXPECT_LT(max_rel_err(got.grads, want[static_cast<std::size_t>(s)].grads), 1e-12)
           << "budget " << budget << ", step " << s;
@@ -730,7 +729,9 @@ TEST_F(Cuda, MemoryPlanSharedByCpuAndCudaBlocksIsAnError) {
   on_gpu->to(device);
   on_cpu->forward(torch::randn({3, 4})).sum().backward();
   EXPECT_TRUE(throws_mentioning(
-      [&] { on_gpu->forward(torch::randn({3, 4}, torch::device(device))).sum().backward(); },
+      [&] {
+        on_gpu->forward(torch::randn({3, 4}, torch::device(device))).sum().backward();
+      },
       {"one plan is shared by blocks on", "cuda"}));
 }
 

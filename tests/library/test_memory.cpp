@@ -255,9 +255,7 @@ TEST(CudaMeterCounting, CurrentPeakAndTrough) {
   // The CPU meter's frees do not move the slot's mark on a CUDA device, nor the other way round.
   anode::memory::install_cpu_meter();
   const int64_t cpu_low = md::trough_bytes(slot);
-  {
-    auto t = torch::empty({1 << 16});
-  }
+  { auto t = torch::empty({1 << 16}); }
   EXPECT_EQ(md::trough_bytes(slot, kFake) - start, 700);
   EXPECT_EQ(md::trough_bytes(slot), cpu_low);  // no CPU bytes freed below it
   md::cuda_meter_count(kFake, -1);
@@ -286,8 +284,8 @@ TEST(CudaMeterCounting, InstallSaysWhyItCannot) {
 #endif
     return;
   }
-  EXPECT_TRUE(throws_mentioning([] { anode::memory::install_cuda_meter(); },
-                                {"install_cuda_meter"}));
+  EXPECT_TRUE(
+      throws_mentioning([] { anode::memory::install_cuda_meter(); }, {"install_cuda_meter"}));
   EXPECT_FALSE(anode::memory::cuda_meter_installed());
 }
 
