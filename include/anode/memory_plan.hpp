@@ -350,8 +350,9 @@ inline void MemoryPlan::check_device(const c10::Device& d) {
                 "installed. Call anode::memory::install_cuda_meter() (#include "
                 "<anode/memory.hpp>) first thing in main(), before the model is moved to the "
                 "device");
-    TORCH_CHECK(!d.is_cuda() || d.has_index(), "anode::MemoryPlan: the blocks' state is on ", d,
-                " without a device index");
+    TORCH_CHECK(!d.is_cuda() || (d.has_index() && memory::detail::cuda_meter_counts(d.index())),
+                "anode::MemoryPlan: the blocks' state is on ", d,
+                "; the CUDA meter counts devices 0 to ", memory::detail::kMaxCudaDevices - 1);
     device_ = d;
     meter_ = d.is_cpu() ? memory::detail::kCpuMeter : static_cast<int>(d.index());
     device_set_ = true;

@@ -164,6 +164,10 @@ inline void reset_trough(int i, int meter = kCpuMeter) {
 // allocation and free. The allocator's own statistics round each block up (to 512 bytes, and a
 // reused cached block by up to 1 MiB), and they keep no low-water mark, which a memory plan needs
 // for a step's baseline; this meter counts what the CPU meter counts, the tensors' bytes.
+/// Whether `device` is an index the CUDA meter counts (0 to kMaxCudaDevices - 1).
+inline bool cuda_meter_counts(int device) {
+  return device >= 0 && device < kMaxCudaDevices;
+}
 struct CudaCounters {
   std::atomic<int64_t> current[kMaxCudaDevices] = {};
   std::atomic<int64_t> peak[kMaxCudaDevices] = {};
@@ -182,23 +186,23 @@ inline bool cuda_meter_installed() {
 /// Bytes that tensors on CUDA device `device` hold now, as the CUDA meter counts them (since its
 /// installation: tensors allocated before it are not counted, so only differences mean anything).
 inline int64_t cuda_meter_current_bytes(int device) {
-  if (device < 0 || device >= kMaxCudaDevices) return 0;
+  if (!cuda_meter_counts(device)) return 0;
   return cuda_counters().current[device].load();
 }
 /// Highest `cuda_meter_current_bytes(device)` since installation or the last reset.
 inline int64_t cuda_meter_peak_bytes(int device) {
-  if (device < 0 || device >= kMaxCudaDevices) return 0;
+  if (!cuda_meter_counts(device)) return 0;
   return cuda_counters().peak[device].load();
 }
 inline void reset_cuda_meter_peak(int device) {
-  if (device < 0 || device >= kMaxCudaDevices) return;
+  if (!cuda_meter_counts(device)) return;
   cuda_counters().peak[device].store(cuda_counters().current[device].load());
 }
 
 /// What the CUDA meter does with one allocation (`bytes` > 0) or free (`bytes` < 0) on `device`.
 /// The allocator calls it under its lock for that device; it takes no other lock.
 inline void cuda_meter_count(int device, int64_t bytes) {
-  if (device < 0 || device >= kMaxCudaDevices) return;
+  if (!cuda_meter_counts(device)) return;
   auto& c = cuda_counters();
   const int64_t now = c.current[device].fetch_add(bytes) + bytes;
   if (bytes > 0) {
